@@ -1,0 +1,21 @@
+//! The DCGM telemetry record and what every component of the pipeline shares.
+//!
+//! - [`record`]: one DCGM sample, its JSON wire encoding and its validation.
+//! - [`labels`]: the parser for DCGM's `labels_raw` column (`key="value",…`).
+//! - [`dcgm`]: the DCGM CSV reader that turns rows into records.
+//! - [`contract`]: ports, environment variable names, probe paths and AMQP/MongoDB names.
+//!   The operator builds its Services and containers from the same constants.
+//! - [`admin`]: the `/healthz`, `/readyz` and `/metrics` HTTP server of every service.
+//! - [`runtime`]: logging set-up and the shutdown signal.
+#![deny(unsafe_code)]
+
+pub mod admin;
+pub mod contract;
+pub mod dcgm;
+pub mod labels;
+pub mod record;
+pub mod runtime;
+
+pub use dcgm::{DcgmReader, RowError};
+pub use labels::{LabelsError, parse_labels};
+pub use record::{TelemetryRecord, ValidationError, format_timestamp};
