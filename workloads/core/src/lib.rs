@@ -7,6 +7,7 @@
 //!   The operator builds its Services and containers from the same constants.
 //! - [`admin`]: the `/healthz`, `/readyz` and `/metrics` HTTP server of every service.
 //! - [`runtime`]: logging set-up and the shutdown signal.
+//! - `testing` (feature `testing`): real servers on loopback for integration tests.
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -15,6 +16,8 @@ pub mod dcgm;
 pub mod labels;
 pub mod record;
 pub mod runtime;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use dcgm::{DcgmReader, RowError};
 pub use labels::{LabelsError, parse_labels};
