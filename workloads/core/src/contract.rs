@@ -69,3 +69,17 @@ pub mod env {
     pub const API_PAGE_SIZE_MAX: &str = "API_PAGE_SIZE_MAX";
     pub const LOG_FORMAT: &str = "LOG_FORMAT";
 }
+
+/// Container image names, one per component, under a configurable registry.
+/// The Makefile, the Helm chart and the operator's image defaults use these names.
+pub mod images {
+    /// Registry used when neither the chart nor the TelemetryPipeline names one.
+    pub const DEFAULT_REGISTRY: &str = "ghcr.io/gputelemetry";
+    /// Tag used when none is given: the release version, which the chart's appVersion matches.
+    pub const DEFAULT_TAG: &str = env!("CARGO_PKG_VERSION");
+    pub const OPERATOR: &str = "telemetry-operator";
+    pub const BROKER: &str = "telemetry-broker";
+    pub const PRODUCER: &str = "telemetry-producer";
+    pub const CONSUMER: &str = "telemetry-consumer";
+    pub const METRICS: &str = "telemetry-metrics";
+}
