@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test of the project: installs what the tests need, builds once, runs the Rust
+# tests (under coverage with COVERAGE=1, failing below the line-coverage gate), then checks
+# the generated CRD, the rendered Kubernetes objects and the Helm chart.
+#
+#   scripts/test.sh                # what `make test` runs
+#   COVERAGE=1 scripts/test.sh     # what CI runs
+#
+# DCGM_CSV names the real DCGM export for the end-to-end tests; it defaults to
+# ../shared/data/dcgm_metrics_20250718_134233.csv beside the repository when that file exists,
+# else the tests use the sample under data/.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+bash scripts/install-deps.sh
+export PATH="$root/.run/tools/bin:$PATH"
+export NODE_PATH="$root/.run/tools/node_modules"
+
+real_csv="$root/../shared/data/dcgm_metrics_20250718_134233.csv"
+if [ -z "${DCGM_CSV:-}" ] && [ -f "$real_csv" ]; then
+    export DCGM_CSV="$real_csv"
+fi
+echo "==> DCGM export for the end-to-end tests: ${DCGM_CSV:-$root/data/dcgm_sample.csv}"
+
+if [ "${COVERAGE:-0}" = 1 ]; then
+    bash scripts/coverage.sh check
+else
+    cargo build --workspace --bins --locked
+    cargo nextest run --workspace --locked --no-fail-fast
+fi
+
+bash scripts/validate-k8s.sh
+bash scripts/check-helm.sh
