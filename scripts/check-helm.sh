@@ -124,10 +124,12 @@ for doc in docs:
     kind, api_version = doc.get("kind"), doc.get("apiVersion")
     name = f'{kind}/{doc.get("metadata", {}).get("name")}'
     if (api_version, kind) in crd_schemas:
-        # metadata is validated by the API server, not by the CRD schema.
-        body = {key: value for key, value in doc.items() if key != "metadata"}
+        # The API server checks apiVersion, kind and metadata itself; the CRD schema covers the
+        # rest.
+        envelope = ("apiVersion", "kind", "metadata")
+        body = {key: value for key, value in doc.items() if key not in envelope}
         schema = dict(crd_schemas[(api_version, kind)])
-        schema["properties"] = {k: v for k, v in schema.get("properties", {}).items() if k != "metadata"}
+        schema["properties"] = {k: v for k, v in schema.get("properties", {}).items() if k not in envelope}
         for error in jsonschema.Draft7Validator(schema).iter_errors(body):
             path = ".".join(str(part) for part in error.absolute_path) or "(root)"
             problems.append(f"{name}: {path}: {error.message}")
