@@ -246,6 +246,36 @@ async fn consume(consumer: Consuming, count: u64, body_len: usize, timeout: Dura
     Ok(Side::Consumed(latencies))
 }
 
+/// Waits until `queue` exists on the broker at `url` and has at least one consumer, which is
+/// when a pipeline consumer is ready to receive.
+pub async fn wait_for_consumer(url: &str, queue: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let connection = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .map_err(Error::amqp("connecting to check the queue"))?;
+    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    let mut consumers = 0;
+    while Instant::now() < deadline {
+        // A passive declare of a missing queue closes the channel (404), so each try gets one.
+        let channel = connection.create_channel().await.map_err(Error::amqp("opening a channel"))?;
+        if let Ok(declared) = channel.queue_declare(queue.into(), passive, FieldTable::default()).await {
+            consumers = declared.consumer_count();
+            let _ = channel.close(200, "checked".into()).await;
+            if consumers > 0 {
+                let _ = connection.close(200, "checked".into()).await;
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = connection.close(200, "checked".into()).await;
+    Err(Error::Timeout {
+        what: format!("queue {queue}"),
+        timeout,
+        detail: format!("it has {consumers} consumers; the pipeline consumer did not subscribe"),
+    })
+}
+
 fn sent_ns(properties: &BasicProperties) -> Option<u64> {
     let headers = properties.headers().as_ref()?;
     match headers.inner().get(SENT_HEADER)? {

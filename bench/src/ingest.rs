@@ -1,19 +1,297 @@
-//! The ingest section.
+//! The ingest section: rows per second through producer -> built-in broker -> consumer ->
+//! MongoDB-wire server, against the same documents written by plain `insert_many` calls (the
+//! ceiling the server allows a single client).
+//!
+//! Every pipeline run gets a fresh broker and its own database, which is dropped afterwards, so
+//! no run starts with a backlog or a larger collection than another.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
+use mongodb::bson::Document;
+use mongodb::{Client, Collection};
+use telemetry_core::DcgmReader;
+use telemetry_core::contract::{self, env};
+
+use crate::Counts;
+use crate::amqp;
 use crate::error::{Error, Result};
 use crate::footprint::Footprint;
-use crate::report::Table;
-use crate::servers::{Binaries, MongoServerKind};
-use crate::Counts;
+use crate::process::{ManagedProcess, free_port};
+use crate::report::{Table, group_thousands, per_second, ratio};
+use crate::servers::{Binaries, BuiltinBroker, MongoServer, MongoServerKind};
+use crate::stats::rate;
+
+/// Consumer batch sizes swept.
+const BATCH_SIZES: [usize; 3] = [100, 500, 1000];
+/// Consumer prefetch counts swept.
+const PREFETCHES: [u16; 2] = [1000, 5000];
+/// Batch and prefetch at which the per-process memory is recorded: the consumer's defaults.
+const FOOTPRINT_CONFIG: (usize, u16) = (500, 1000);
+/// GPUs per generated host; ten DCGM fields per GPU and sample.
+const GPUS_PER_HOST: u32 = 8;
+const HOSTS: u32 = 10;
+/// Seed of the generated export, fixed so every run ingests the same rows.
+const SEED: u64 = 7;
+/// Prefix of the message ids the producer assigns (`<run-id>:<line>`), reused for the ceiling.
+const RUN_ID: &str = "bench";
+
+/// Upper bound on one pipeline run or ceiling pass.
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub async fn run(
-    _binaries: &Binaries,
-    _mongo: &MongoServerKind,
-    _work_dir: &Path,
-    _counts: Counts,
-    _footprint: &mut Footprint,
+    binaries: &Binaries,
+    mongo_kind: &MongoServerKind,
+    work_dir: &Path,
+    counts: Counts,
+    footprint: &mut Footprint,
 ) -> Result<Table> {
-    Err(Error::Check("not yet built".into()))
+    let csv = generate_export(binaries, work_dir, counts.ingest_rows)?;
+    let mongo = MongoServer::start(mongo_kind, work_dir, "mongodb-ingest").await?;
+    let client = Client::with_uri_str(&mongo.uri).await.map_err(Error::mongo("connecting"))?;
+    footprint.idle(&mongo.process);
+
+    let mut table = Table::new(
+        "Ingest: producer -> built-in broker -> consumer -> MongoDB-wire server",
+        &["path", "consumer batch", "prefetch", "rows", "rows/s", "vs insert_many ceiling"],
+    );
+
+    let batches = load_documents(&csv.path)?;
+    let mut ceilings = Vec::new();
+    for batch_size in BATCH_SIZES {
+        let database = format!("bench_ceiling_{batch_size}");
+        let collection = client.database(&database).collection::<Document>(contract::METRICS_COLLECTION);
+        let outcome = insert_ceiling(&collection, &batches, batch_size).await;
+        drop_database(&client, &database).await;
+        let rows_per_second = outcome?;
+        ceilings.push((batch_size, rows_per_second));
+        table.row(vec![
+            "insert_many alone (ceiling)".into(),
+            batch_size.to_string(),
+            "-".into(),
+            group_thousands(csv.rows),
+            per_second(rows_per_second),
+            "1.00×".into(),
+        ]);
+    }
+    drop(batches);
+
+    for batch_size in BATCH_SIZES {
+        for prefetch in PREFETCHES {
+            let database = format!("bench_ingest_{batch_size}_{prefetch}");
+            let record = (batch_size, prefetch) == FOOTPRINT_CONFIG;
+            let collection = client.database(&database).collection::<Document>(contract::METRICS_COLLECTION);
+            let settings = PipelineRun { csv: &csv, mongo_uri: &mongo.uri, database: &database, batch_size, prefetch };
+            let outcome = run_pipeline(binaries, work_dir, &settings, &collection, record.then_some(&mut *footprint)).await;
+            drop_database(&client, &database).await;
+
+            let ceiling = ceilings.iter().find(|(size, _)| *size == batch_size).map_or(0.0, |(_, rate)| *rate);
+            let (rows, cells) = match outcome {
+                Ok(rows_per_second) => {
+                    (group_thousands(csv.rows), vec![per_second(rows_per_second), ratio(rows_per_second, ceiling)])
+                }
+                Err(err) => {
+                    tracing::error!(batch_size, prefetch, cause = %err, "ingest run failed");
+                    table.note(format!("batch {batch_size} / prefetch {prefetch} failed: {err}"));
+                    ("-".into(), vec!["failed".into(), "-".into()])
+                }
+            };
+            let mut row = vec!["pipeline".into(), batch_size.to_string(), prefetch.to_string(), rows];
+            row.extend(cells);
+            table.row(row);
+        }
+    }
+
+    footprint.loaded(&mongo.process, "ingest (batch 500, prefetch 1000)");
+    table.note(format!(
+        "{} rows generated by `telemetry-producer generate` ({HOSTS} hosts x {GPUS_PER_HOST} GPUs x 10 fields x {} samples, seed {SEED}).",
+        group_thousands(csv.rows),
+        csv.samples
+    ));
+    table.note("Pipeline rows/s: producer start until the collection holds every row, one producer and one consumer process, each run on a fresh broker and database.");
+    table.note("Ceiling: the same documents (same _id, same fields, built by the consumer's own mapping) written by one client with sequential unordered insert_many calls of the batch size; building the documents is not timed.");
+    table.note("The built-in broker keeps messages in memory; the producer still publishes them as persistent.");
+    Ok(table)
+}
+
+/// The generated export of one run.
+struct Export {
+    path: PathBuf,
+    rows: u64,
+    samples: u32,
+}
+
+fn generate_export(binaries: &Binaries, work_dir: &Path, rows: u64) -> Result<Export> {
+    let rows_per_sample = u64::from(HOSTS * GPUS_PER_HOST) * 10;
+    let samples = u32::try_from(rows.div_ceil(rows_per_sample).max(1)).unwrap_or(u32::MAX);
+    let path = work_dir.join("ingest.csv");
+    let producer = binaries.path(contract::images::PRODUCER)?;
+    let output = Command::new(&producer)
+        .args(["generate", "--hosts", &HOSTS.to_string(), "--gpus", &GPUS_PER_HOST.to_string()])
+        .args(["--samples", &samples.to_string(), "--seed", &SEED.to_string(), "--out"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .output()
+        .map_err(|source| Error::Spawn { program: producer.display().to_string(), source })?;
+    if !output.status.success() {
+        return Err(Error::Check(format!(
+            "`telemetry-producer generate` failed with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok(Export { rows: u64::from(samples) * rows_per_sample, path, samples })
+}
+
+/// Reads the export and builds the documents the consumer would store, in file order.
+fn load_documents(path: &Path) -> Result<Vec<Document>> {
+    let file = std::fs::File::open(path).map_err(Error::io(format!("opening {}", path.display())))?;
+    let mut documents = Vec::new();
+    for row in DcgmReader::new(std::io::BufReader::new(file)) {
+        let row = row.map_err(|err| Error::Dataset { path: path.to_owned(), reason: err.to_string() })?;
+        let id = format!("{RUN_ID}:{}", row.line);
+        let document = telemetry_consumer::document::to_document(&id, &row.record)
+            .map_err(|err| Error::Dataset { path: path.to_owned(), reason: err.to_string() })?;
+        documents.push(document);
+    }
+    Ok(documents)
+}
+
+/// Inserts every document in sequential unordered `insert_many` calls of `batch_size` and
+/// returns rows per second.
+async fn insert_ceiling(collection: &Collection<Document>, documents: &[Document], batch_size: usize) -> Result<f64> {
+    let started = Instant::now();
+    for chunk in documents.chunks(batch_size) {
+        if started.elapsed() > RUN_TIMEOUT {
+            return Err(Error::Timeout {
+                what: "insert_many ceiling".into(),
+                timeout: RUN_TIMEOUT,
+                detail: format!("batch size {batch_size}"),
+            });
+        }
+        collection.insert_many(chunk).ordered(false).await.map_err(Error::mongo("inserting a batch"))?;
+    }
+    let elapsed = started.elapsed();
+    let stored = collection.estimated_document_count().await.map_err(Error::mongo("counting documents"))?;
+    if stored != documents.len() as u64 {
+        return Err(Error::Check(format!("ceiling stored {stored} of {} documents", documents.len())));
+    }
+    Ok(rate(stored, elapsed))
+}
+
+/// Settings of one pipeline run.
+struct PipelineRun<'a> {
+    csv: &'a Export,
+    mongo_uri: &'a str,
+    database: &'a str,
+    batch_size: usize,
+    prefetch: u16,
+}
+
+/// Runs broker, consumer and producer as separate processes and returns rows per second from
+/// the producer's start until the collection holds every row.
+async fn run_pipeline(
+    binaries: &Binaries,
+    work_dir: &Path,
+    run: &PipelineRun<'_>,
+    collection: &Collection<Document>,
+    footprint: Option<&mut Footprint>,
+) -> Result<f64> {
+    tracing::info!(batch_size = run.batch_size, prefetch = run.prefetch, rows = run.csv.rows, "ingest run");
+    let broker = BuiltinBroker::start(binaries, work_dir).await?;
+    let mut consumer = start_consumer(binaries, work_dir, run, &broker.amqp_url)?;
+    amqp::wait_for_consumer(&broker.amqp_url, contract::SHARED_QUEUE, Duration::from_secs(30)).await?;
+    let idle = [&broker.process, &consumer];
+
+    let mut footprint = footprint;
+    if let Some(footprint) = footprint.as_deref_mut() {
+        for process in idle {
+            footprint.idle(process);
+        }
+    }
+
+    let started = Instant::now();
+    let mut producer = start_producer(binaries, work_dir, run, &broker.amqp_url)?;
+    if let Some(footprint) = footprint.as_deref_mut() {
+        // The producer's idle memory is read right after start, before its first publish.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        footprint.idle(&producer);
+    }
+
+    let stored = wait_for_rows(collection, run.csv.rows, started, &mut producer, &mut consumer).await?;
+    let elapsed = started.elapsed();
+    if let Some(footprint) = footprint {
+        let section = format!("ingest (batch {}, prefetch {})", run.batch_size, run.prefetch);
+        footprint.loaded(&broker.process, &section);
+        footprint.loaded(&consumer, &section);
+        footprint.loaded(&producer, &section);
+    }
+
+    let status = producer.wait_exit(Duration::from_secs(30)).await?;
+    if !status.success() {
+        return Err(Error::Check(format!("producer exited with {status}; see {}", producer.log().display())));
+    }
+    Ok(rate(stored, elapsed))
+}
+
+fn start_consumer(binaries: &Binaries, work_dir: &Path, run: &PipelineRun<'_>, amqp_url: &str) -> Result<ManagedProcess> {
+    let mut command = Command::new(binaries.path(contract::images::CONSUMER)?);
+    command
+        .env(env::AMQP_URL, amqp_url)
+        .env(env::MONGODB_URI, run.mongo_uri)
+        .env(env::MONGODB_DATABASE, run.database)
+        .env(env::CONSUMER_BATCH_SIZE, run.batch_size.to_string())
+        .env(env::CONSUMER_PREFETCH, run.prefetch.to_string())
+        .env(env::ADMIN_PORT, free_port()?.to_string())
+        .env("RUST_LOG", "warn");
+    let log = work_dir.join(format!("consumer-{}-{}.log", run.batch_size, run.prefetch));
+    ManagedProcess::spawn(contract::images::CONSUMER, command, &log)
+}
+
+fn start_producer(binaries: &Binaries, work_dir: &Path, run: &PipelineRun<'_>, amqp_url: &str) -> Result<ManagedProcess> {
+    let mut command = Command::new(binaries.path(contract::images::PRODUCER)?);
+    command
+        .env(env::AMQP_URL, amqp_url)
+        .env(env::CSV_PATH, &run.csv.path)
+        .env("RUN_ID", RUN_ID)
+        .env("RUST_LOG", "warn");
+    let log = work_dir.join(format!("producer-{}-{}.log", run.batch_size, run.prefetch));
+    ManagedProcess::spawn(contract::images::PRODUCER, command, &log)
+}
+
+/// Polls the collection until it holds `expected` documents, failing when the consumer dies,
+/// the producer fails or [`RUN_TIMEOUT`] passes.
+async fn wait_for_rows(
+    collection: &Collection<Document>,
+    expected: u64,
+    started: Instant,
+    producer: &mut ManagedProcess,
+    consumer: &mut ManagedProcess,
+) -> Result<u64> {
+    let mut stored = 0;
+    while started.elapsed() < RUN_TIMEOUT {
+        stored = collection.estimated_document_count().await.map_err(Error::mongo("counting documents"))?;
+        if stored >= expected {
+            return Ok(stored);
+        }
+        if let Some(status) = consumer.try_exit_status() {
+            return Err(Error::Check(format!("consumer exited with {status}; see {}", consumer.log().display())));
+        }
+        if let Some(status) = producer.try_exit_status().filter(|status| !status.success()) {
+            return Err(Error::Check(format!("producer exited with {status}; see {}", producer.log().display())));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(Error::Timeout {
+        what: "ingest run".into(),
+        timeout: RUN_TIMEOUT,
+        detail: format!("{stored} of {expected} rows stored"),
+    })
+}
+
+async fn drop_database(client: &Client, name: &str) {
+    if let Err(err) = client.database(name).drop().await {
+        tracing::warn!(database = name, cause = %err, "database not dropped");
+    }
 }

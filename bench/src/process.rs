@@ -122,6 +122,25 @@ impl ManagedProcess {
         }
     }
 
+    /// Waits up to `timeout` for the child to exit on its own.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(Error::io("polling a child process"))? {
+                self.stopped = true;
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: self.name.clone(),
+                    timeout,
+                    detail: format!("the process did not exit; see {}", self.log.display()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Returns the exit status if the child has exited, without waiting.
     pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
