@@ -16,6 +16,9 @@ pub const GUEST_LOOPBACK_ONLY_ENV: &str = "BROKER_GUEST_LOOPBACK_ONLY";
 /// Default `frame_max` offered in connection.tune, in bytes (RabbitMQ 3.x uses the same).
 pub const DEFAULT_FRAME_MAX: u32 = 131_072;
 /// Smallest `frame_max` a peer may negotiate, in bytes (AMQP 0-9-1 section 4.2.1).
+///
+/// NOTE: some clients (lapin 4) never ask for less than 8192, and the broker refuses a
+/// tune-ok above what it offered, so a `--frame-max` below 8192 locks those clients out.
 pub const MIN_FRAME_MAX: u32 = 4_096;
 /// Default heartbeat interval offered in connection.tune, in seconds (RabbitMQ's default).
 pub const DEFAULT_HEARTBEAT: u16 = 60;
