@@ -36,8 +36,16 @@ pub const MAX_REPLICAS: i32 = 10;
         description = "ready/desired consumer pods"
     ),
     printcolumn(name = "API", type_ = "string", json_path = ".status.endpoints.apiUrl"),
-    printcolumn(name = "Last Run", type_ = "date", json_path = ".status.producer.lastScheduleTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Last Run",
+        type_ = "date",
+        json_path = ".status.producer.lastScheduleTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TelemetryPipelineSpec {
@@ -81,7 +89,12 @@ pub struct ImagesSpec {
 
 impl Default for ImagesSpec {
     fn default() -> Self {
-        Self { registry: default_registry(), tag: default_tag(), pull_policy: PullPolicy::default(), pull_secrets: Vec::new() }
+        Self {
+            registry: default_registry(),
+            tag: default_tag(),
+            pull_policy: PullPolicy::default(),
+            pull_secrets: Vec::new(),
+        }
     }
 }
 
@@ -200,7 +213,10 @@ pub struct BrokerSpec {
 
 impl Default for BrokerSpec {
     fn default() -> Self {
-        Self { built_in: Some(BuiltInBroker::default()), external: None }
+        Self {
+            built_in: Some(BuiltInBroker::default()),
+            external: None,
+        }
     }
 }
 
@@ -260,7 +276,11 @@ pub struct Persistence {
 
 impl Default for Persistence {
     fn default() -> Self {
-        Self { enabled: false, size: default_broker_storage(), storage_class_name: None }
+        Self {
+            enabled: false,
+            size: default_broker_storage(),
+            storage_class_name: None,
+        }
     }
 }
 
@@ -516,7 +536,10 @@ pub struct AutoscalingSpec {
     #[schemars(range(min = 1, max = 10))]
     pub max_replicas: i32,
     /// Average CPU utilization to keep, in percent of the CPU request.
-    #[serde(default = "default_cpu_target", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default = "default_cpu_target",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: Option<i32>,
     /// Average memory utilization to keep, in percent of the memory request.
@@ -650,7 +673,10 @@ pub struct ApiServiceSpec {
 
 impl Default for ApiServiceSpec {
     fn default() -> Self {
-        Self { type_: ServiceType::default(), port: default_api_port() }
+        Self {
+            type_: ServiceType::default(),
+            port: default_api_port(),
+        }
     }
 }
 
@@ -697,7 +723,11 @@ pub struct MongoDbSpec {
 
 impl Default for MongoDbSpec {
     fn default() -> Self {
-        Self { managed: Some(ManagedMongoDb::default()), external: None, database: default_database() }
+        Self {
+            managed: Some(ManagedMongoDb::default()),
+            external: None,
+            database: default_database(),
+        }
     }
 }
 

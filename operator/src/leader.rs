@@ -25,7 +25,13 @@ pub struct LeaseLock {
 }
 
 impl LeaseLock {
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, duration: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: Duration,
+    ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.to_owned(),
@@ -43,11 +49,18 @@ impl LeaseLock {
     pub async fn try_acquire_or_renew(&self) -> Result<bool> {
         let now = Timestamp::now();
         let duration_seconds = i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX);
-        let current = self.api.get_opt(&self.name).await.map_err(lease_error("read", &self.name))?;
+        let current = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(lease_error("read", &self.name))?;
 
         let Some(mut lease) = current else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..ObjectMeta::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.identity.clone()),
                     lease_duration_seconds: Some(duration_seconds),
@@ -77,7 +90,11 @@ impl LeaseLock {
         spec.lease_duration_seconds = Some(duration_seconds);
         spec.renew_time = Some(MicroTime(now));
 
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
             Err(err) => Err(lease_error("update", &self.name)(err)),
@@ -87,10 +104,17 @@ impl LeaseLock {
     /// Releases the Lease if this replica holds it, so a standby takes over without waiting
     /// for it to expire.
     pub async fn step_down(&self) -> Result<()> {
-        let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(lease_error("read", &self.name))? else {
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(lease_error("read", &self.name))?
+        else {
             return Ok(());
         };
-        let Some(spec) = lease.spec.as_mut() else { return Ok(()) };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(());
+        };
         if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
             return Ok(());
         }
@@ -149,7 +173,9 @@ mod tests {
     fn spec(holder: Option<&str>, renewed_seconds_ago: i64, duration: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: holder.map(str::to_owned),
-            renew_time: Some(MicroTime(Timestamp::now() - SignedDuration::from_secs(renewed_seconds_ago))),
+            renew_time: Some(MicroTime(
+                Timestamp::now() - SignedDuration::from_secs(renewed_seconds_ago),
+            )),
             lease_duration_seconds: Some(duration),
             ..LeaseSpec::default()
         }
@@ -158,8 +184,14 @@ mod tests {
     #[test]
     fn lease_expiry() {
         let now = Timestamp::now();
-        assert!(!is_expired(&spec(Some("a"), 5, 15), now), "renewed 5 s ago with 15 s duration");
-        assert!(is_expired(&spec(Some("a"), 20, 15), now), "renewed 20 s ago with 15 s duration");
+        assert!(
+            !is_expired(&spec(Some("a"), 5, 15), now),
+            "renewed 5 s ago with 15 s duration"
+        );
+        assert!(
+            is_expired(&spec(Some("a"), 20, 15), now),
+            "renewed 20 s ago with 15 s duration"
+        );
         assert!(is_expired(&spec(None, 0, 15), now), "released lease");
     }
 }

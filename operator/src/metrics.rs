@@ -26,7 +26,9 @@ impl Default for Metrics {
             reconciliations: Counter::default(),
             failures: Family::default(),
             // 10 ms to about 20 s: one reconcile is a dozen API requests.
-            duration: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 12)),
+            duration: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.01, 2.0, 12,
+            )),
         }
     }
 }
@@ -35,13 +37,29 @@ impl Metrics {
     /// Registers the series under the `telemetry_operator` prefix.
     pub fn register(self, registry: &mut Registry) -> Self {
         let registry = registry.sub_registry_with_prefix("telemetry_operator");
-        registry.register("reconciliations", "Reconciles started", self.reconciliations.clone());
-        registry.register("reconcile_errors", "Reconciles failed, by error kind", self.failures.clone());
-        registry.register("reconcile_duration_seconds", "Duration of one reconcile in seconds", self.duration.clone());
+        registry.register(
+            "reconciliations",
+            "Reconciles started",
+            self.reconciliations.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles failed, by error kind",
+            self.failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconcile in seconds",
+            self.duration.clone(),
+        );
         self
     }
 
     pub fn record_failure(&self, error: &crate::Error) {
-        self.failures.get_or_create(&ErrorLabels { error: error.metric_label().to_owned() }).inc();
+        self.failures
+            .get_or_create(&ErrorLabels {
+                error: error.metric_label().to_owned(),
+            })
+            .inc();
     }
 }

@@ -14,14 +14,23 @@ const PLACEHOLDER_UID: &str = "00000000-0000-0000-0000-000000000000";
 /// A manifest without a namespace is rendered in `default`. Generated Secrets get fresh random
 /// values, as the reconciler would give them on first creation.
 pub fn render(manifest: &str) -> Result<String> {
-    let mut pipeline: TelemetryPipeline = serde_yaml::from_str(manifest)
-        .map_err(|err| Error::InvalidSpec(format!("the manifest is not a valid TelemetryPipeline: {err}")))?;
+    let mut pipeline: TelemetryPipeline = serde_yaml::from_str(manifest).map_err(|err| {
+        Error::InvalidSpec(format!(
+            "the manifest is not a valid TelemetryPipeline: {err}"
+        ))
+    })?;
     let expected = TelemetryPipeline::api_version(&());
     let api_version = serde_yaml::from_str::<serde_yaml::Value>(manifest)
         .ok()
-        .and_then(|v| v.get("apiVersion").and_then(|a| a.as_str()).map(str::to_owned));
+        .and_then(|v| {
+            v.get("apiVersion")
+                .and_then(|a| a.as_str())
+                .map(str::to_owned)
+        });
     if api_version.as_deref() != Some(expected.as_ref()) {
-        return Err(Error::InvalidSpec(format!("apiVersion is {api_version:?}; expected {expected:?}")));
+        return Err(Error::InvalidSpec(format!(
+            "apiVersion is {api_version:?}; expected {expected:?}"
+        )));
     }
     let meta: &mut ObjectMeta = pipeline.meta_mut();
     meta.namespace.get_or_insert_with(|| "default".to_owned());
@@ -42,6 +51,10 @@ pub fn render(manifest: &str) -> Result<String> {
 }
 
 fn to_yaml<T: serde::Serialize>(object: &T, name: &str) -> Result<String> {
-    let value = serde_json::to_value(object).map_err(|source| Error::Encode { what: name.to_owned(), source })?;
-    serde_yaml::to_string(&value).map_err(|err| Error::InvalidSpec(format!("failed to encode {name} as YAML: {err}")))
+    let value = serde_json::to_value(object).map_err(|source| Error::Encode {
+        what: name.to_owned(),
+        source,
+    })?;
+    serde_yaml::to_string(&value)
+        .map_err(|err| Error::InvalidSpec(format!("failed to encode {name} as YAML: {err}")))
 }

@@ -6,7 +6,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::children::{Child, Component};
-use crate::crd::{ComponentStatus, Endpoints, Phase, ProducerStatus, TelemetryPipeline, TelemetryPipelineStatus};
+use crate::crd::{
+    ComponentStatus, Endpoints, Phase, ProducerStatus, TelemetryPipeline, TelemetryPipelineStatus,
+};
 
 /// Children after apply, with the status fields the API server filled in.
 #[derive(Default)]
@@ -24,10 +26,14 @@ impl Observed {
         let mut observed = Self::default();
         for child in applied {
             match child {
-                Child::Deployment(d) if d.metadata.name == Some(Component::Broker.object_name(pipeline)) => {
+                Child::Deployment(d)
+                    if d.metadata.name == Some(Component::Broker.object_name(pipeline)) =>
+                {
                     observed.broker = Some(d)
                 }
-                Child::Deployment(d) if d.metadata.name == Some(Component::Consumer.object_name(pipeline)) => {
+                Child::Deployment(d)
+                    if d.metadata.name == Some(Component::Consumer.object_name(pipeline)) =>
+                {
                     observed.consumer = Some(d)
                 }
                 Child::Deployment(d) => observed.metrics = Some(d),
@@ -48,13 +54,21 @@ fn deployment_counts(deployment: &Deployment) -> (i32, i32) {
         .and_then(|s| s.replicas)
         .or_else(|| deployment.status.as_ref().and_then(|s| s.replicas))
         .unwrap_or(1);
-    let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let ready = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
     (ready, desired)
 }
 
 fn stateful_set_counts(set: &StatefulSet) -> (i32, i32) {
     let desired = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let ready = set.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let ready = set
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
     (ready, desired)
 }
 
@@ -66,53 +80,104 @@ struct Check {
     message: String,
 }
 
-fn readiness(type_: &'static str, name: &str, counts: Option<(i32, i32)>, absent_reason: &'static str) -> Check {
+fn readiness(
+    type_: &'static str,
+    name: &str,
+    counts: Option<(i32, i32)>,
+    absent_reason: &'static str,
+) -> Check {
     match counts {
-        Some((ready, desired)) if ready >= desired => {
-            Check { type_, ok: true, reason: "Available", message: format!("{ready}/{desired} {name} pods ready") }
-        }
-        Some((ready, desired)) => {
-            Check { type_, ok: false, reason: "PodsNotReady", message: format!("{ready}/{desired} {name} pods ready") }
-        }
-        None => Check { type_, ok: true, reason: absent_reason, message: format!("{name} is not run by the operator") },
+        Some((ready, desired)) if ready >= desired => Check {
+            type_,
+            ok: true,
+            reason: "Available",
+            message: format!("{ready}/{desired} {name} pods ready"),
+        },
+        Some((ready, desired)) => Check {
+            type_,
+            ok: false,
+            reason: "PodsNotReady",
+            message: format!("{ready}/{desired} {name} pods ready"),
+        },
+        None => Check {
+            type_,
+            ok: true,
+            reason: absent_reason,
+            message: format!("{name} is not run by the operator"),
+        },
     }
 }
 
 /// Builds the status. `error` is the message of a failed reconcile, which makes the pipeline
 /// Degraded; conditions keep their `lastTransitionTime` while their status does not change.
-pub fn compute(pipeline: &TelemetryPipeline, observed: &Observed, error: Option<&str>) -> TelemetryPipelineStatus {
+pub fn compute(
+    pipeline: &TelemetryPipeline,
+    observed: &Observed,
+    error: Option<&str>,
+) -> TelemetryPipelineStatus {
     let spec = &pipeline.spec;
     let name = pipeline.metadata.name.clone().unwrap_or_default();
     let namespace = pipeline.metadata.namespace.clone().unwrap_or_default();
     let mut components = Vec::new();
     let mut record = |component: Component, counts: Option<(i32, i32)>| {
         if let Some((ready, desired)) = counts {
-            components.push(ComponentStatus { name: component.as_str().to_owned(), ready_replicas: ready, desired_replicas: desired });
+            components.push(ComponentStatus {
+                name: component.as_str().to_owned(),
+                ready_replicas: ready,
+                desired_replicas: desired,
+            });
         }
         counts
     };
 
-    let broker = record(Component::Broker, observed.broker.as_ref().map(deployment_counts));
-    let consumer = record(Component::Consumer, observed.consumer.as_ref().map(deployment_counts));
-    let metrics = record(Component::Metrics, observed.metrics.as_ref().map(deployment_counts));
-    let mongodb = record(Component::MongoDb, observed.mongodb.as_ref().map(stateful_set_counts));
+    let broker = record(
+        Component::Broker,
+        observed.broker.as_ref().map(deployment_counts),
+    );
+    let consumer = record(
+        Component::Consumer,
+        observed.consumer.as_ref().map(deployment_counts),
+    );
+    let metrics = record(
+        Component::Metrics,
+        observed.metrics.as_ref().map(deployment_counts),
+    );
+    let mongodb = record(
+        Component::MongoDb,
+        observed.mongodb.as_ref().map(stateful_set_counts),
+    );
 
-    let producer_status = observed.producer.as_ref().and_then(|c| c.status.as_ref()).map(|s| ProducerStatus {
-        last_schedule_time: s.last_schedule_time.clone(),
-        last_successful_time: s.last_successful_time.clone(),
-        active_jobs: s.active.as_ref().map_or(0, |jobs| i32::try_from(jobs.len()).unwrap_or(i32::MAX)),
-    });
+    let producer_status = observed
+        .producer
+        .as_ref()
+        .and_then(|c| c.status.as_ref())
+        .map(|s| ProducerStatus {
+            last_schedule_time: s.last_schedule_time.clone(),
+            last_successful_time: s.last_successful_time.clone(),
+            active_jobs: s
+                .active
+                .as_ref()
+                .map_or(0, |jobs| i32::try_from(jobs.len()).unwrap_or(i32::MAX)),
+        });
     let producer_check = match &observed.producer {
-        Some(_) if spec.producer.suspend => {
-            Check { type_: "ProducerScheduled", ok: false, reason: "Suspended", message: "producer.suspend is true".into() }
-        }
+        Some(_) if spec.producer.suspend => Check {
+            type_: "ProducerScheduled",
+            ok: false,
+            reason: "Suspended",
+            message: "producer.suspend is true".into(),
+        },
         Some(_) => Check {
             type_: "ProducerScheduled",
             ok: true,
             reason: "Scheduled",
             message: format!("runs on schedule {:?}", spec.producer.schedule),
         },
-        None => Check { type_: "ProducerScheduled", ok: false, reason: "NotApplied", message: "CronJob not applied".into() },
+        None => Check {
+            type_: "ProducerScheduled",
+            ok: false,
+            reason: "NotApplied",
+            message: "CronJob not applied".into(),
+        },
     };
 
     let component_checks = [
@@ -121,7 +186,11 @@ pub fn compute(pipeline: &TelemetryPipeline, observed: &Observed, error: Option<
         readiness("MetricsReady", "metrics API", metrics, "Disabled"),
         readiness("MongoDBReady", "MongoDB", mongodb, "External"),
     ];
-    let waiting: Vec<&str> = component_checks.iter().filter(|c| !c.ok).map(|c| c.type_).collect();
+    let waiting: Vec<&str> = component_checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| c.type_)
+        .collect();
     let all_ready = waiting.is_empty() && error.is_none();
 
     let phase = match (error, all_ready) {
@@ -134,38 +203,63 @@ pub fn compute(pipeline: &TelemetryPipeline, observed: &Observed, error: Option<
         Check {
             type_: "Ready",
             ok: all_ready,
-            reason: if all_ready { "AllComponentsReady" } else { "ComponentsNotReady" },
-            message: if all_ready { "every component is ready".into() } else { waiting_message.clone() },
+            reason: if all_ready {
+                "AllComponentsReady"
+            } else {
+                "ComponentsNotReady"
+            },
+            message: if all_ready {
+                "every component is ready".into()
+            } else {
+                waiting_message.clone()
+            },
         },
         Check {
             type_: "Progressing",
             ok: !all_ready && error.is_none(),
             reason: if all_ready { "Stable" } else { "RollingOut" },
-            message: if all_ready { "nothing to roll out".into() } else { waiting_message },
+            message: if all_ready {
+                "nothing to roll out".into()
+            } else {
+                waiting_message
+            },
         },
         Check {
             type_: "Degraded",
             ok: error.is_some(),
-            reason: if error.is_some() { "ReconcileFailed" } else { "ReconcileSucceeded" },
+            reason: if error.is_some() {
+                "ReconcileFailed"
+            } else {
+                "ReconcileSucceeded"
+            },
             message: error.unwrap_or("last reconcile succeeded").to_owned(),
         },
     ];
     checks.extend(component_checks);
     checks.push(producer_check);
 
-    let previous = pipeline.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let previous = pipeline
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     let generation = pipeline.metadata.generation;
-    let conditions = checks.into_iter().map(|check| condition(check, previous, generation)).collect();
+    let conditions = checks
+        .into_iter()
+        .map(|check| condition(check, previous, generation))
+        .collect();
 
     let endpoints = Endpoints {
         amqp_url: Some(match &spec.broker.built_in {
             Some(built_in) => format!("amqp://{}-broker.{namespace}.svc:{}", name, built_in.port),
             None => "external".to_owned(),
         }),
-        api_url: spec
-            .metrics
-            .enabled
-            .then(|| format!("http://{}-metrics.{namespace}.svc:{}", name, spec.metrics.service.port)),
+        api_url: spec.metrics.enabled.then(|| {
+            format!(
+                "http://{}-metrics.{namespace}.svc:{}",
+                name, spec.metrics.service.port
+            )
+        }),
     };
 
     TelemetryPipelineStatus {
@@ -184,7 +278,10 @@ fn condition(check: Check, previous: &[Condition], generation: Option<i64>) -> C
     let last_transition_time = previous
         .iter()
         .find(|c| c.type_ == check.type_ && c.status == status)
-        .map_or_else(|| Time(Timestamp::now()), |c| c.last_transition_time.clone());
+        .map_or_else(
+            || Time(Timestamp::now()),
+            |c| c.last_transition_time.clone(),
+        );
     Condition {
         type_: check.type_.to_owned(),
         status: status.to_owned(),

@@ -1,7 +1,9 @@
 //! The REST API: Service and Deployment.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{KeyToPath, SecretVolumeSource, Service, ServiceSpec, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{
+    KeyToPath, SecretVolumeSource, Service, ServiceSpec, Volume, VolumeMount,
+};
 use telemetry_core::contract::{self, env};
 
 use super::broker::{container_port, service_port};
@@ -18,7 +20,10 @@ const TOKENS_VOLUME: &str = "api-tokens";
 
 pub fn service(ctx: &RenderContext, spec: &MetricsSpec) -> Service {
     Service {
-        metadata: ctx.metadata(Component::Metrics, Component::Metrics.object_name(&ctx.name)),
+        metadata: ctx.metadata(
+            Component::Metrics,
+            Component::Metrics.object_name(&ctx.name),
+        ),
         spec: Some(ServiceSpec {
             type_: Some(spec.service.type_.as_str().to_owned()),
             selector: Some(ctx.selector_labels(Component::Metrics)),
@@ -33,19 +38,36 @@ pub fn service(ctx: &RenderContext, spec: &MetricsSpec) -> Service {
 }
 
 pub fn deployment(ctx: &RenderContext, spec: &MetricsSpec) -> Deployment {
-    let mut container = pod::container(ctx, Component::Metrics, contract::images::METRICS, &spec.pod);
+    let mut container = pod::container(
+        ctx,
+        Component::Metrics,
+        contract::images::METRICS,
+        &spec.pod,
+    );
     let mut vars = vec![
         mongodb::mongodb_uri_env(ctx),
-        pod::env(env::MONGODB_DATABASE, ctx.pipeline.spec.mongodb.database.clone()),
+        pod::env(
+            env::MONGODB_DATABASE,
+            ctx.pipeline.spec.mongodb.database.clone(),
+        ),
         pod::env(env::API_PORT, contract::API_PORT.to_string()),
-        pod::env(env::API_TOKENS_FILE, format!("{TOKENS_DIR}/{API_TOKENS_KEY}")),
-        pod::env(env::API_PAGE_SIZE_DEFAULT, spec.page_size_default.to_string()),
+        pod::env(
+            env::API_TOKENS_FILE,
+            format!("{TOKENS_DIR}/{API_TOKENS_KEY}"),
+        ),
+        pod::env(
+            env::API_PAGE_SIZE_DEFAULT,
+            spec.page_size_default.to_string(),
+        ),
         pod::env(env::API_PAGE_SIZE_MAX, spec.page_size_max.to_string()),
     ];
     vars.extend(pod::common_env());
     container.env = Some(vars);
     if let Some(ports) = container.ports.as_mut() {
-        ports.insert(0, container_port(HTTP_PORT_NAME, i32::from(contract::API_PORT)));
+        ports.insert(
+            0,
+            container_port(HTTP_PORT_NAME, i32::from(contract::API_PORT)),
+        );
     }
     if let Some(mounts) = container.volume_mounts.as_mut() {
         mounts.push(VolumeMount {
@@ -65,12 +87,23 @@ pub fn deployment(ctx: &RenderContext, spec: &MetricsSpec) -> Deployment {
         name: TOKENS_VOLUME.to_owned(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(secret_name),
-            items: Some(vec![KeyToPath { key, path: API_TOKENS_KEY.to_owned(), mode: None }]),
+            items: Some(vec![KeyToPath {
+                key,
+                path: API_TOKENS_KEY.to_owned(),
+                mode: None,
+            }]),
             ..SecretVolumeSource::default()
         }),
         ..Volume::default()
     };
 
     let replicas = (!spec.autoscaling.enabled).then_some(spec.replicas);
-    pod::deployment(ctx, Component::Metrics, &spec.pod, replicas, container, vec![tokens])
+    pod::deployment(
+        ctx,
+        Component::Metrics,
+        &spec.pod,
+        replicas,
+        container,
+        vec![tokens],
+    )
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -44,10 +44,16 @@ pub fn children(ctx: &RenderContext, broker: &BuiltInBroker) -> Vec<Child> {
 pub fn amqp_url_env(ctx: &RenderContext) -> EnvVar {
     let broker = &ctx.pipeline.spec.broker;
     match &broker.external {
-        Some(external) => {
-            pod::env_from_secret(contract::env::AMQP_URL, &external.secret_ref.name, &external.secret_ref.key)
-        }
-        None => pod::env_from_secret(contract::env::AMQP_URL, &secrets::broker_secret_name(&ctx.name), AMQP_URL_KEY),
+        Some(external) => pod::env_from_secret(
+            contract::env::AMQP_URL,
+            &external.secret_ref.name,
+            &external.secret_ref.key,
+        ),
+        None => pod::env_from_secret(
+            contract::env::AMQP_URL,
+            &secrets::broker_secret_name(&ctx.name),
+            AMQP_URL_KEY,
+        ),
     }
 }
 
@@ -83,7 +89,10 @@ fn data_claim(ctx: &RenderContext, broker: &BuiltInBroker) -> PersistentVolumeCl
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".to_owned(), Quantity(broker.persistence.size.clone()))])),
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(broker.persistence.size.clone()),
+                )])),
                 limits: None,
             }),
             storage_class_name: broker.persistence.storage_class_name.clone(),
@@ -99,15 +108,20 @@ fn deployment(ctx: &RenderContext, broker: &BuiltInBroker) -> Deployment {
         pod::env(contract::env::BROKER_PORT, broker.port.to_string()),
         pod::env_from_secret(contract::env::BROKER_USER, &secret, USERNAME_KEY),
         pod::env_from_secret(contract::env::BROKER_PASSWORD, &secret, PASSWORD_KEY),
-        pod::env(contract::env::BROKER_MEMORY_HIGH_WATERMARK, broker.memory_high_watermark.to_string()),
+        pod::env(
+            contract::env::BROKER_MEMORY_HIGH_WATERMARK,
+            broker.memory_high_watermark.to_string(),
+        ),
     ];
     env.extend(pod::common_env());
 
     let data_volume = Volume {
         name: DATA_VOLUME.to_owned(),
-        persistent_volume_claim: broker.persistence.enabled.then(|| PersistentVolumeClaimVolumeSource {
-            claim_name: data_claim_name(ctx),
-            read_only: None,
+        persistent_volume_claim: broker.persistence.enabled.then(|| {
+            PersistentVolumeClaimVolumeSource {
+                claim_name: data_claim_name(ctx),
+                read_only: None,
+            }
         }),
         empty_dir: (!broker.persistence.enabled).then(Default::default),
         ..Volume::default()
@@ -125,10 +139,16 @@ fn deployment(ctx: &RenderContext, broker: &BuiltInBroker) -> Deployment {
         resources: broker.pod.resources.clone(),
         liveness_probe: Some(liveness),
         readiness_probe: Some(readiness),
-        security_context: Some(pod::container_security(broker.pod.security_context.as_ref())),
+        security_context: Some(pod::container_security(
+            broker.pod.security_context.as_ref(),
+        )),
         volume_mounts: Some(vec![
             pod::tmp_mount(),
-            VolumeMount { name: DATA_VOLUME.to_owned(), mount_path: DATA_PATH.to_owned(), ..VolumeMount::default() },
+            VolumeMount {
+                name: DATA_VOLUME.to_owned(),
+                mount_path: DATA_PATH.to_owned(),
+                ..VolumeMount::default()
+            },
         ]),
         ..Container::default()
     };
@@ -140,14 +160,26 @@ fn deployment(ctx: &RenderContext, broker: &BuiltInBroker) -> Deployment {
             // would split the stream.
             replicas: Some(1),
             // A ReadWriteOnce volume cannot be mounted by the old and new pod at once.
-            strategy: Some(DeploymentStrategy { type_: Some("Recreate".to_owned()), rolling_update: None }),
-            selector: LabelSelector { match_labels: Some(ctx.selector_labels(Component::Broker)), match_expressions: None },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".to_owned()),
+                rolling_update: None,
+            }),
+            selector: LabelSelector {
+                match_labels: Some(ctx.selector_labels(Component::Broker)),
+                match_expressions: None,
+            },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(ctx.labels(Component::Broker)), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(ctx.labels(Component::Broker)),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     volumes: Some(vec![pod::tmp_volume(), data_volume]),
-                    security_context: Some(pod::pod_security(pod::WORKLOAD_USER, broker.pod.pod_security_context.as_ref())),
+                    security_context: Some(pod::pod_security(
+                        pod::WORKLOAD_USER,
+                        broker.pod.pod_security_context.as_ref(),
+                    )),
                     image_pull_secrets: pod::pull_secrets(ctx),
                     ..PodSpec::default()
                 }),
@@ -159,5 +191,10 @@ fn deployment(ctx: &RenderContext, broker: &BuiltInBroker) -> Deployment {
 }
 
 pub(super) fn container_port(name: &str, port: i32) -> ContainerPort {
-    ContainerPort { name: Some(name.to_owned()), container_port: port, protocol: Some("TCP".to_owned()), ..ContainerPort::default() }
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: port,
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }
 }

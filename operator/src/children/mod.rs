@@ -111,7 +111,10 @@ impl Child {
             Self::CronJob(o) => serde_json::to_value(o),
             Self::HorizontalPodAutoscaler(o) => serde_json::to_value(o),
         };
-        encoded.map_err(|source| Error::Encode { what: format!("{} {}", self.kind().as_str(), self.name()), source })
+        encoded.map_err(|source| Error::Encode {
+            what: format!("{} {}", self.kind().as_str(), self.name()),
+            source,
+        })
     }
 }
 
@@ -127,6 +130,15 @@ pub enum ChildKind {
 }
 
 impl ChildKind {
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Self::Service | Self::PersistentVolumeClaim => "v1",
+            Self::Deployment | Self::StatefulSet => "apps/v1",
+            Self::CronJob => "batch/v1",
+            Self::HorizontalPodAutoscaler => "autoscaling/v2",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Service => "Service",
@@ -166,52 +178,95 @@ pub fn desired(pipeline: &TelemetryPipeline, secret_values: &SecretValues) -> Re
 
     match &spec.broker.built_in {
         Some(built_in) => {
-            children.secrets.push(secrets::broker_credentials(&ctx, built_in, secret_values));
+            children
+                .secrets
+                .push(secrets::broker_credentials(&ctx, built_in, secret_values));
             children.applied.extend(broker::children(&ctx, built_in));
             if !built_in.persistence.enabled {
-                children.removed.push(ctx.removed(ChildKind::PersistentVolumeClaim, broker::data_claim_name(&ctx)));
+                children.removed.push(ctx.removed(
+                    ChildKind::PersistentVolumeClaim,
+                    broker::data_claim_name(&ctx),
+                ));
             }
         }
         None => {
             let name = Component::Broker.object_name(&ctx.name);
-            children.removed.push(ctx.removed(ChildKind::Deployment, name.clone()));
+            children
+                .removed
+                .push(ctx.removed(ChildKind::Deployment, name.clone()));
             children.removed.push(ctx.removed(ChildKind::Service, name));
-            children.removed.push(ctx.removed(ChildKind::PersistentVolumeClaim, broker::data_claim_name(&ctx)));
+            children.removed.push(ctx.removed(
+                ChildKind::PersistentVolumeClaim,
+                broker::data_claim_name(&ctx),
+            ));
         }
     }
 
     match &spec.mongodb.managed {
         Some(managed) => {
-            children.secrets.push(secrets::mongodb_credentials(&ctx, secret_values));
+            children
+                .secrets
+                .push(secrets::mongodb_credentials(&ctx, secret_values));
             children.applied.extend(mongodb::children(&ctx, managed));
         }
         None => {
             // The StatefulSet's data claims are left in place: deleting a database volume is
             // the cluster admin's decision, not a side effect of a spec change.
             let name = Component::MongoDb.object_name(&ctx.name);
-            children.removed.push(ctx.removed(ChildKind::StatefulSet, name.clone()));
+            children
+                .removed
+                .push(ctx.removed(ChildKind::StatefulSet, name.clone()));
             children.removed.push(ctx.removed(ChildKind::Service, name));
         }
     }
 
-    children.applied.push(Child::Deployment(consumer::deployment(&ctx, &spec.consumer)));
-    push_autoscaler(&ctx, &mut children, Component::Consumer, &spec.consumer.autoscaling);
+    children
+        .applied
+        .push(Child::Deployment(consumer::deployment(
+            &ctx,
+            &spec.consumer,
+        )));
+    push_autoscaler(
+        &ctx,
+        &mut children,
+        Component::Consumer,
+        &spec.consumer.autoscaling,
+    );
 
     if spec.metrics.enabled {
         if spec.metrics.auth_secret_ref.is_none() {
-            children.secrets.push(secrets::api_tokens(&ctx, secret_values));
+            children
+                .secrets
+                .push(secrets::api_tokens(&ctx, secret_values));
         }
-        children.applied.push(Child::Service(api::service(&ctx, &spec.metrics)));
-        children.applied.push(Child::Deployment(api::deployment(&ctx, &spec.metrics)));
-        push_autoscaler(&ctx, &mut children, Component::Metrics, &spec.metrics.autoscaling);
+        children
+            .applied
+            .push(Child::Service(api::service(&ctx, &spec.metrics)));
+        children
+            .applied
+            .push(Child::Deployment(api::deployment(&ctx, &spec.metrics)));
+        push_autoscaler(
+            &ctx,
+            &mut children,
+            Component::Metrics,
+            &spec.metrics.autoscaling,
+        );
     } else {
         let name = Component::Metrics.object_name(&ctx.name);
-        children.removed.push(ctx.removed(ChildKind::Deployment, name.clone()));
-        children.removed.push(ctx.removed(ChildKind::Service, name.clone()));
-        children.removed.push(ctx.removed(ChildKind::HorizontalPodAutoscaler, name));
+        children
+            .removed
+            .push(ctx.removed(ChildKind::Deployment, name.clone()));
+        children
+            .removed
+            .push(ctx.removed(ChildKind::Service, name.clone()));
+        children
+            .removed
+            .push(ctx.removed(ChildKind::HorizontalPodAutoscaler, name));
     }
 
-    children.applied.push(Child::CronJob(producer::cron_job(&ctx, &spec.producer)));
+    children
+        .applied
+        .push(Child::CronJob(producer::cron_job(&ctx, &spec.producer)));
     Ok(children)
 }
 
@@ -222,9 +277,18 @@ fn push_autoscaler(
     autoscaling: &crate::crd::AutoscalingSpec,
 ) {
     if autoscaling.enabled {
-        children.applied.push(Child::HorizontalPodAutoscaler(pod::autoscaler(ctx, component, autoscaling)));
+        children
+            .applied
+            .push(Child::HorizontalPodAutoscaler(pod::autoscaler(
+                ctx,
+                component,
+                autoscaling,
+            )));
     } else {
-        children.removed.push(ctx.removed(ChildKind::HorizontalPodAutoscaler, component.object_name(&ctx.name)));
+        children.removed.push(ctx.removed(
+            ChildKind::HorizontalPodAutoscaler,
+            component.object_name(&ctx.name),
+        ));
     }
 }
 
@@ -238,10 +302,25 @@ pub(crate) struct RenderContext<'a> {
 
 impl<'a> RenderContext<'a> {
     fn new(pipeline: &'a TelemetryPipeline) -> Result<Self> {
-        let name = pipeline.metadata.name.clone().ok_or(Error::MissingObjectKey("name"))?;
-        let namespace = pipeline.metadata.namespace.clone().ok_or(Error::MissingObjectKey("namespace"))?;
-        let owner = pipeline.controller_owner_ref(&()).ok_or(Error::MissingObjectKey("uid"))?;
-        Ok(Self { pipeline, name, namespace, owner })
+        let name = pipeline
+            .metadata
+            .name
+            .clone()
+            .ok_or(Error::MissingObjectKey("name"))?;
+        let namespace = pipeline
+            .metadata
+            .namespace
+            .clone()
+            .ok_or(Error::MissingObjectKey("namespace"))?;
+        let owner = pipeline
+            .controller_owner_ref(&())
+            .ok_or(Error::MissingObjectKey("uid"))?;
+        Ok(Self {
+            pipeline,
+            name,
+            namespace,
+            owner,
+        })
     }
 
     fn removed(&self, kind: ChildKind, name: String) -> Removed {
@@ -251,9 +330,15 @@ impl<'a> RenderContext<'a> {
     /// Labels that select a component's pods; they never change once a Deployment exists.
     pub fn selector_labels(&self, component: Component) -> BTreeMap<String, String> {
         BTreeMap::from([
-            ("app.kubernetes.io/name".to_owned(), component.app_name().to_owned()),
+            (
+                "app.kubernetes.io/name".to_owned(),
+                component.app_name().to_owned(),
+            ),
             ("app.kubernetes.io/instance".to_owned(), self.name.clone()),
-            ("app.kubernetes.io/component".to_owned(), component.as_str().to_owned()),
+            (
+                "app.kubernetes.io/component".to_owned(),
+                component.as_str().to_owned(),
+            ),
         ])
     }
 
@@ -261,9 +346,15 @@ impl<'a> RenderContext<'a> {
     pub fn labels(&self, component: Component) -> BTreeMap<String, String> {
         let mut labels = self.selector_labels(component);
         labels.insert("app.kubernetes.io/part-of".to_owned(), PART_OF.to_owned());
-        labels.insert("app.kubernetes.io/managed-by".to_owned(), FIELD_MANAGER.to_owned());
+        labels.insert(
+            "app.kubernetes.io/managed-by".to_owned(),
+            FIELD_MANAGER.to_owned(),
+        );
         if component != Component::MongoDb {
-            labels.insert("app.kubernetes.io/version".to_owned(), self.pipeline.spec.images.tag.clone());
+            labels.insert(
+                "app.kubernetes.io/version".to_owned(),
+                self.pipeline.spec.images.tag.clone(),
+            );
         }
         labels
     }
@@ -282,6 +373,10 @@ impl<'a> RenderContext<'a> {
 
     /// In-cluster DNS name of a Service of this pipeline.
     pub fn service_host(&self, component: Component) -> String {
-        format!("{}.{}.svc", component.object_name(&self.name), self.namespace)
+        format!(
+            "{}.{}.svc",
+            component.object_name(&self.name),
+            self.namespace
+        )
     }
 }

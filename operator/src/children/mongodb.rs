@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
-    PodTemplateSpec, Probe, Service, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSpec, PodTemplateSpec, Probe, Service, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -23,7 +24,10 @@ const PORT_NAME: &str = "mongodb";
 const DATA_VOLUME: &str = "data";
 
 pub fn children(ctx: &RenderContext, managed: &ManagedMongoDb) -> Vec<Child> {
-    vec![Child::Service(service(ctx)), Child::StatefulSet(stateful_set(ctx, managed))]
+    vec![
+        Child::Service(service(ctx)),
+        Child::StatefulSet(stateful_set(ctx, managed)),
+    ]
 }
 
 /// The `MONGODB_URI` variable of the consumers and the API: from the generated Secret of the
@@ -31,19 +35,32 @@ pub fn children(ctx: &RenderContext, managed: &ManagedMongoDb) -> Vec<Child> {
 pub fn mongodb_uri_env(ctx: &RenderContext) -> EnvVar {
     let name = contract::env::MONGODB_URI;
     match &ctx.pipeline.spec.mongodb.external {
-        Some(external) => pod::env_from_secret(name, &external.secret_ref.name, &external.secret_ref.key),
-        None => pod::env_from_secret(name, &secrets::mongodb_secret_name(&ctx.name), MONGODB_URI_KEY),
+        Some(external) => {
+            pod::env_from_secret(name, &external.secret_ref.name, &external.secret_ref.key)
+        }
+        None => pod::env_from_secret(
+            name,
+            &secrets::mongodb_secret_name(&ctx.name),
+            MONGODB_URI_KEY,
+        ),
     }
 }
 
 fn service(ctx: &RenderContext) -> Service {
     Service {
-        metadata: ctx.metadata(Component::MongoDb, Component::MongoDb.object_name(&ctx.name)),
+        metadata: ctx.metadata(
+            Component::MongoDb,
+            Component::MongoDb.object_name(&ctx.name),
+        ),
         spec: Some(ServiceSpec {
             // Headless: the StatefulSet's pods get stable DNS names under it.
             cluster_ip: Some("None".to_owned()),
             selector: Some(ctx.selector_labels(Component::MongoDb)),
-            ports: Some(vec![service_port(PORT_NAME, i32::from(contract::MONGODB_PORT), "mongodb")]),
+            ports: Some(vec![service_port(
+                PORT_NAME,
+                i32::from(contract::MONGODB_PORT),
+                "mongodb",
+            )]),
             publish_not_ready_addresses: Some(false),
             ..ServiceSpec::default()
         }),
@@ -54,7 +71,10 @@ fn service(ctx: &RenderContext) -> Service {
 fn stateful_set(ctx: &RenderContext, managed: &ManagedMongoDb) -> StatefulSet {
     let secret = secrets::mongodb_secret_name(&ctx.name);
     let probe = |delay: i32| Probe {
-        tcp_socket: Some(TCPSocketAction { port: IntOrString::String(PORT_NAME.to_owned()), host: None }),
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String(PORT_NAME.to_owned()),
+            host: None,
+        }),
         initial_delay_seconds: Some(delay),
         period_seconds: Some(10),
         timeout_seconds: Some(5),
@@ -76,7 +96,10 @@ fn stateful_set(ctx: &RenderContext, managed: &ManagedMongoDb) -> StatefulSet {
         name: Component::MongoDb.as_str().to_owned(),
         image: Some(managed.image.clone()),
         args: Some(vec!["--bind_ip_all".to_owned()]),
-        ports: Some(vec![container_port(PORT_NAME, i32::from(contract::MONGODB_PORT))]),
+        ports: Some(vec![container_port(
+            PORT_NAME,
+            i32::from(contract::MONGODB_PORT),
+        )]),
         env: Some(vec![
             pod::env_from_secret("MONGO_INITDB_ROOT_USERNAME", &secret, USERNAME_KEY),
             pod::env_from_secret("MONGO_INITDB_ROOT_PASSWORD", &secret, PASSWORD_KEY),
@@ -103,7 +126,10 @@ fn stateful_set(ctx: &RenderContext, managed: &ManagedMongoDb) -> StatefulSet {
             access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
             storage_class_name: managed.storage_class_name.clone(),
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".to_owned(), Quantity(managed.storage_size.clone()))])),
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(managed.storage_size.clone()),
+                )])),
                 limits: None,
             }),
             ..PersistentVolumeClaimSpec::default()
@@ -112,19 +138,31 @@ fn stateful_set(ctx: &RenderContext, managed: &ManagedMongoDb) -> StatefulSet {
     };
 
     StatefulSet {
-        metadata: ctx.metadata(Component::MongoDb, Component::MongoDb.object_name(&ctx.name)),
+        metadata: ctx.metadata(
+            Component::MongoDb,
+            Component::MongoDb.object_name(&ctx.name),
+        ),
         spec: Some(StatefulSetSpec {
             // One member: a replica set needs member configuration this operator does not do.
             // Use `mongodb.external` for a replica set.
             replicas: Some(1),
             service_name: Some(Component::MongoDb.object_name(&ctx.name)),
-            selector: LabelSelector { match_labels: Some(ctx.selector_labels(Component::MongoDb)), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(ctx.selector_labels(Component::MongoDb)),
+                match_expressions: None,
+            },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(ctx.labels(Component::MongoDb)), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(ctx.labels(Component::MongoDb)),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     volumes: Some(vec![empty_dir("configdb"), empty_dir("tmp")]),
-                    security_context: Some(pod::pod_security(MONGODB_USER, managed.pod_security_context.as_ref())),
+                    security_context: Some(pod::pod_security(
+                        MONGODB_USER,
+                        managed.pod_security_context.as_ref(),
+                    )),
                     // mongod flushes its journal on SIGTERM; give it time to do so.
                     termination_grace_period_seconds: Some(60),
                     ..PodSpec::default()

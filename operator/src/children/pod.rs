@@ -4,12 +4,14 @@
 use k8s_openapi::DeepMerge;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, ExternalMetricSource, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
-    MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource, ResourceMetricSource,
+    CrossVersionObjectReference, ExternalMetricSource, HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerSpec, MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource,
+    ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, LocalObjectReference,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, LocalObjectReference, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
     VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -36,7 +38,11 @@ pub fn image(ctx: &RenderContext, image_name: &str, overrides: &PodOverrides) ->
         Some(image) => image.clone(),
         None => {
             let images = &ctx.pipeline.spec.images;
-            format!("{}/{image_name}:{}", images.registry.trim_end_matches('/'), images.tag)
+            format!(
+                "{}/{image_name}:{}",
+                images.registry.trim_end_matches('/'),
+                images.tag
+            )
         }
     }
 }
@@ -45,7 +51,10 @@ pub fn image(ctx: &RenderContext, image_name: &str, overrides: &PodOverrides) ->
 pub fn container_security(overrides: Option<&SecurityContext>) -> SecurityContext {
     let mut security = SecurityContext {
         allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), add: None }),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
         read_only_root_filesystem: Some(true),
         run_as_non_root: Some(true),
         seccomp_profile: Some(runtime_default_seccomp()),
@@ -74,7 +83,10 @@ pub fn pod_security(user: i64, overrides: Option<&PodSecurityContext>) -> PodSec
 }
 
 fn runtime_default_seccomp() -> SeccompProfile {
-    SeccompProfile { type_: "RuntimeDefault".to_owned(), localhost_profile: None }
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        localhost_profile: None,
+    }
 }
 
 /// An HTTP GET probe on a named container port.
@@ -96,13 +108,25 @@ pub fn http_probe(path: &str, port_name: &str, tuning: &ProbeTuning) -> Probe {
 /// Liveness (`/healthz`) and readiness (`/readyz`) probes on the admin port.
 pub fn admin_probes(overrides: &PodOverrides) -> (Probe, Probe) {
     (
-        http_probe(contract::HEALTH_PATH, ADMIN_PORT_NAME, &overrides.liveness_probe),
-        http_probe(contract::READY_PATH, ADMIN_PORT_NAME, &overrides.readiness_probe),
+        http_probe(
+            contract::HEALTH_PATH,
+            ADMIN_PORT_NAME,
+            &overrides.liveness_probe,
+        ),
+        http_probe(
+            contract::READY_PATH,
+            ADMIN_PORT_NAME,
+            &overrides.readiness_probe,
+        ),
     )
 }
 
 pub fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar { name: name.to_owned(), value: Some(value.into()), value_from: None }
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
+    }
 }
 
 pub fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
@@ -125,7 +149,10 @@ pub fn env_from_field(name: &str, field_path: &str) -> EnvVar {
         name: name.to_owned(),
         value: None,
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: field_path.to_owned(), api_version: None }),
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.to_owned(),
+                api_version: None,
+            }),
             ..EnvVarSource::default()
         }),
     }
@@ -133,24 +160,44 @@ pub fn env_from_field(name: &str, field_path: &str) -> EnvVar {
 
 /// Environment every workload gets: its admin port and JSON logs.
 pub fn common_env() -> Vec<EnvVar> {
-    vec![env(contract::env::ADMIN_PORT, contract::ADMIN_PORT.to_string()), env(contract::env::LOG_FORMAT, "json")]
+    vec![
+        env(contract::env::ADMIN_PORT, contract::ADMIN_PORT.to_string()),
+        env(contract::env::LOG_FORMAT, "json"),
+    ]
 }
 
 pub fn tmp_volume() -> Volume {
-    Volume { name: TMP_VOLUME.to_owned(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() }
+    Volume {
+        name: TMP_VOLUME.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
 }
 
 pub fn tmp_mount() -> VolumeMount {
-    VolumeMount { name: TMP_VOLUME.to_owned(), mount_path: "/tmp".to_owned(), ..VolumeMount::default() }
+    VolumeMount {
+        name: TMP_VOLUME.to_owned(),
+        mount_path: "/tmp".to_owned(),
+        ..VolumeMount::default()
+    }
 }
 
 pub fn pull_secrets(ctx: &RenderContext) -> Option<Vec<LocalObjectReference>> {
     let names = &ctx.pipeline.spec.images.pull_secrets;
-    (!names.is_empty()).then(|| names.iter().map(|name| LocalObjectReference { name: name.clone() }).collect())
+    (!names.is_empty()).then(|| {
+        names
+            .iter()
+            .map(|name| LocalObjectReference { name: name.clone() })
+            .collect()
+    })
 }
 
 /// The autoscaling/v2 HorizontalPodAutoscaler of a component's Deployment.
-pub fn autoscaler(ctx: &RenderContext, component: Component, spec: &AutoscalingSpec) -> HorizontalPodAutoscaler {
+pub fn autoscaler(
+    ctx: &RenderContext,
+    component: Component,
+    spec: &AutoscalingSpec,
+) -> HorizontalPodAutoscaler {
     let name = component.object_name(&ctx.name);
     let mut metrics = Vec::new();
     for (resource, percentage) in [
@@ -173,7 +220,10 @@ pub fn autoscaler(ctx: &RenderContext, component: Component, spec: &AutoscalingS
         }
     }
     if let Some(custom) = &spec.custom_metric {
-        let metric = MetricIdentifier { name: custom.name.clone(), selector: None };
+        let metric = MetricIdentifier {
+            name: custom.name.clone(),
+            selector: None,
+        };
         let target = MetricTarget {
             type_: "AverageValue".to_owned(),
             average_value: Some(Quantity(custom.target_average_value.clone())),
@@ -226,13 +276,22 @@ pub fn deployment(
         metadata: ctx.metadata(component, component.object_name(&ctx.name)),
         spec: Some(DeploymentSpec {
             replicas,
-            selector: LabelSelector { match_labels: Some(ctx.selector_labels(component)), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(ctx.selector_labels(component)),
+                match_expressions: None,
+            },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(ctx.labels(component)), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(ctx.labels(component)),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     volumes: Some(volumes),
-                    security_context: Some(pod_security(WORKLOAD_USER, overrides.pod_security_context.as_ref())),
+                    security_context: Some(pod_security(
+                        WORKLOAD_USER,
+                        overrides.pod_security_context.as_ref(),
+                    )),
                     image_pull_secrets: pull_secrets(ctx),
                     ..PodSpec::default()
                 }),
@@ -244,7 +303,12 @@ pub fn deployment(
 }
 
 /// The workload container of `component` with the shared settings; callers add env and ports.
-pub fn container(ctx: &RenderContext, component: Component, image_name: &str, overrides: &PodOverrides) -> Container {
+pub fn container(
+    ctx: &RenderContext,
+    component: Component,
+    image_name: &str,
+    overrides: &PodOverrides,
+) -> Container {
     let (liveness, readiness) = admin_probes(overrides);
     Container {
         name: component.as_str().to_owned(),

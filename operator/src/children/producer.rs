@@ -2,8 +2,8 @@
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Volume,
-    VolumeMount,
+    ConfigMapVolumeSource, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use telemetry_core::contract::{self, env};
@@ -15,14 +15,20 @@ use crate::crd::ProducerSpec;
 // NOTE: the contract has no constant for it yet, so the name is written out here.
 pub const RUN_ID_ENV: &str = "RUN_ID";
 /// Pod annotation that the Job controller sets to the completion index of an Indexed Job.
-const COMPLETION_INDEX_ANNOTATION: &str = "metadata.annotations['batch.kubernetes.io/job-completion-index']";
+const COMPLETION_INDEX_ANNOTATION: &str =
+    "metadata.annotations['batch.kubernetes.io/job-completion-index']";
 /// Pod label that the Job controller sets to the Job's name (Kubernetes 1.27 and later).
 const JOB_NAME_LABEL: &str = "metadata.labels['batch.kubernetes.io/job-name']";
 const DATASET_VOLUME: &str = "dataset";
 const DATASET_DIR: &str = "/var/run/telemetry/dataset";
 
 pub fn cron_job(ctx: &RenderContext, spec: &ProducerSpec) -> CronJob {
-    let mut container = pod::container(ctx, Component::Producer, contract::images::PRODUCER, &spec.pod);
+    let mut container = pod::container(
+        ctx,
+        Component::Producer,
+        contract::images::PRODUCER,
+        &spec.pod,
+    );
     let (csv_path, dataset_volume) = dataset(spec);
     let mut vars = vec![
         broker::amqp_url_env(ctx),
@@ -55,7 +61,10 @@ pub fn cron_job(ctx: &RenderContext, spec: &ProducerSpec) -> CronJob {
         // A failed pod is replaced by a new one with the same index, and counts against
         // backoffLimit, so a run fails visibly instead of restarting in place forever.
         restart_policy: Some("Never".to_owned()),
-        security_context: Some(pod::pod_security(pod::WORKLOAD_USER, spec.pod.pod_security_context.as_ref())),
+        security_context: Some(pod::pod_security(
+            pod::WORKLOAD_USER,
+            spec.pod.pod_security_context.as_ref(),
+        )),
         image_pull_secrets: pod::pull_secrets(ctx),
         ..PodSpec::default()
     };
@@ -66,14 +75,20 @@ pub fn cron_job(ctx: &RenderContext, spec: &ProducerSpec) -> CronJob {
         backoff_limit: Some(spec.backoff_limit),
         active_deadline_seconds: spec.active_deadline_seconds,
         template: PodTemplateSpec {
-            metadata: Some(ObjectMeta { labels: Some(ctx.labels(Component::Producer)), ..ObjectMeta::default() }),
+            metadata: Some(ObjectMeta {
+                labels: Some(ctx.labels(Component::Producer)),
+                ..ObjectMeta::default()
+            }),
             spec: Some(pod_spec),
         },
         ..JobSpec::default()
     };
 
     CronJob {
-        metadata: ctx.metadata(Component::Producer, Component::Producer.object_name(&ctx.name)),
+        metadata: ctx.metadata(
+            Component::Producer,
+            Component::Producer.object_name(&ctx.name),
+        ),
         spec: Some(CronJobSpec {
             schedule: spec.schedule.clone(),
             concurrency_policy: Some(spec.concurrency_policy.as_str().to_owned()),
@@ -81,7 +96,10 @@ pub fn cron_job(ctx: &RenderContext, spec: &ProducerSpec) -> CronJob {
             failed_jobs_history_limit: Some(spec.failed_jobs_history_limit),
             suspend: Some(spec.suspend),
             job_template: JobTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(ctx.labels(Component::Producer)), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(ctx.labels(Component::Producer)),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(job),
             },
             ..CronJobSpec::default()
@@ -97,7 +115,11 @@ fn dataset(spec: &ProducerSpec) -> (String, Option<Volume>) {
             name: DATASET_VOLUME.to_owned(),
             config_map: Some(ConfigMapVolumeSource {
                 name: config_map.name.clone(),
-                items: Some(vec![KeyToPath { key: config_map.key.clone(), path: config_map.key.clone(), mode: None }]),
+                items: Some(vec![KeyToPath {
+                    key: config_map.key.clone(),
+                    path: config_map.key.clone(),
+                    mode: None,
+                }]),
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
@@ -113,7 +135,10 @@ fn dataset(spec: &ProducerSpec) -> (String, Option<Volume>) {
             }),
             ..Volume::default()
         };
-        return (format!("{DATASET_DIR}/{}", pvc.path.trim_start_matches('/')), Some(volume));
+        return (
+            format!("{DATASET_DIR}/{}", pvc.path.trim_start_matches('/')),
+            Some(volume),
+        );
     }
     (contract::IMAGE_SAMPLE_CSV_PATH.to_owned(), None)
 }

@@ -39,12 +39,20 @@ pub struct SecretValues {
 impl SecretValues {
     /// Fresh values from the thread-local CSPRNG.
     pub fn random() -> Self {
-        Self { broker_password: random_string(), mongodb_password: random_string(), api_token: random_string() }
+        Self {
+            broker_password: random_string(),
+            mongodb_password: random_string(),
+            api_token: random_string(),
+        }
     }
 }
 
 fn random_string() -> String {
-    rand::rng().sample_iter(&Alphanumeric).take(SECRET_LENGTH).map(char::from).collect()
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(SECRET_LENGTH)
+        .map(char::from)
+        .collect()
 }
 
 pub fn broker_secret_name(pipeline: &str) -> String {
@@ -60,7 +68,11 @@ pub fn api_tokens_secret_name(pipeline: &str) -> String {
 }
 
 /// Broker user, password and the AMQP URI that clients of the built-in broker use.
-pub fn broker_credentials(ctx: &RenderContext, broker: &BuiltInBroker, values: &SecretValues) -> Secret {
+pub fn broker_credentials(
+    ctx: &RenderContext,
+    broker: &BuiltInBroker,
+    values: &SecretValues,
+) -> Secret {
     // The password is alphanumeric, so it needs no percent-encoding in the URI. `%2f` is the
     // default vhost `/`.
     let url = format!(
@@ -73,7 +85,11 @@ pub fn broker_credentials(ctx: &RenderContext, broker: &BuiltInBroker, values: &
         ctx,
         Component::Broker,
         broker_secret_name(&ctx.name),
-        [(USERNAME_KEY, BROKER_USER.to_owned()), (PASSWORD_KEY, values.broker_password.clone()), (AMQP_URL_KEY, url)],
+        [
+            (USERNAME_KEY, BROKER_USER.to_owned()),
+            (PASSWORD_KEY, values.broker_password.clone()),
+            (AMQP_URL_KEY, url),
+        ],
     )
 }
 
@@ -100,7 +116,12 @@ pub fn mongodb_credentials(ctx: &RenderContext, values: &SecretValues) -> Secret
 /// A tokens file with one bearer token for the REST API.
 pub fn api_tokens(ctx: &RenderContext, values: &SecretValues) -> Secret {
     let tokens = format!("{}\n", values.api_token);
-    secret(ctx, Component::Metrics, api_tokens_secret_name(&ctx.name), [(API_TOKENS_KEY, tokens)])
+    secret(
+        ctx,
+        Component::Metrics,
+        api_tokens_secret_name(&ctx.name),
+        [(API_TOKENS_KEY, tokens)],
+    )
 }
 
 fn secret<const N: usize>(
@@ -112,7 +133,11 @@ fn secret<const N: usize>(
     Secret {
         metadata: ctx.metadata(component, name),
         type_: Some("Opaque".to_owned()),
-        string_data: Some(data.into_iter().map(|(key, value)| (key.to_owned(), value)).collect::<BTreeMap<_, _>>()),
+        string_data: Some(
+            data.into_iter()
+                .map(|(key, value)| (key.to_owned(), value))
+                .collect::<BTreeMap<_, _>>(),
+        ),
         ..Secret::default()
     }
 }
