@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use telemetry_core::dcgm::DcgmRow;
 use telemetry_core::{DcgmReader, RowError};
@@ -41,8 +41,8 @@ pub(crate) struct Source {
 
 /// Opens `path` and starts reading the rows that belong to shard `shard_index` of `shard_count`.
 ///
-/// Opening happens before this returns, so an unreadable file is reported at once. A wrong
-/// header is reported by the reader thread's result.
+/// The header and the first row are read before this returns, so an unreadable file or one
+/// that is not a DCGM export is reported before the producer connects to the broker.
 pub(crate) fn open(path: &Path, shard_index: u32, shard_count: u32) -> Result<Source> {
     let file = File::open(path).map_err(|source| Error::OpenCsv {
         path: path.to_owned(),
@@ -56,28 +56,43 @@ pub(crate) fn open(path: &Path, shard_index: u32, shard_count: u32) -> Result<So
         });
     }
 
+    let mut reader = DcgmReader::new(BufReader::with_capacity(1 << 16, file));
+    let first = match reader.next_row() {
+        Some(Err(err @ RowError::Header { .. })) => {
+            return Err(Error::NotDcgm {
+                path: path.to_owned(),
+                source: err,
+            });
+        }
+        Some(Err(RowError::Csv { source, .. })) if source.is_io_error() => {
+            let csv::ErrorKind::Io(source) = source.into_kind() else {
+                unreachable!("checked by is_io_error")
+            };
+            return Err(Error::OpenCsv {
+                path: path.to_owned(),
+                source,
+            });
+        }
+        first => first,
+    };
+
     let (sender, rows) = mpsc::channel(READ_AHEAD);
-    let path = path.to_owned();
     let reader = tokio::task::spawn_blocking(move || {
-        read_rows(file, path, shard_index, shard_count, sender)
+        read_rows(first, reader, shard_index, shard_count, sender)
     });
     Ok(Source { rows, reader })
 }
 
 fn read_rows(
-    file: File,
-    path: PathBuf,
+    first: Option<std::result::Result<DcgmRow, RowError>>,
+    reader: DcgmReader<BufReader<File>>,
     shard_index: u32,
     shard_count: u32,
     sender: mpsc::Sender<SourceItem>,
 ) -> Result<ReadStats> {
     let mut stats = ReadStats::default();
-    let reader = DcgmReader::new(BufReader::with_capacity(1 << 16, file));
 
-    for item in reader {
-        if let Err(err @ RowError::Header { .. }) = item {
-            return Err(Error::NotDcgm { path, source: err });
-        }
+    for item in first.into_iter().chain(reader) {
         let index = stats.rows_total;
         stats.rows_total += 1;
         if crate::config::shard_of(index, shard_count) != shard_index {
