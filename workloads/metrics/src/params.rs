@@ -124,9 +124,18 @@ impl QueryParams {
             return Ok(None);
         };
         parse_timestamp(&text).map(Some).map_err(|err| {
+            // A `+` offset that the client did not percent-encode arrives as a space.
+            let hint = if text.contains(' ') {
+                "; percent-encode a + offset as %2B"
+            } else {
+                ""
+            };
             AppError::invalid_parameter(
                 name,
-                format!("{name} {text:?} is not an RFC 3339 time ({err}); use a form like 2025-07-18T20:42:34Z or 2025-07-18T22:42:34+02:00"),
+                format!(
+                    "{name} {text:?} is not an RFC 3339 time ({err}); use a form like \
+                     2025-07-18T20:42:34Z or 2025-07-18T22:42:34+02:00{hint}"
+                ),
             )
         })
     }
