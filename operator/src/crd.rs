@@ -870,3 +870,131 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
 
     serde_yaml::to_string(&TelemetryPipeline::crd())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use kube::CustomResourceExt;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn repo_path(relative: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(relative)
+    }
+
+    fn example(relative: &str) -> String {
+        let path = repo_path(relative);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("failed to read {}: {err}", path.display()))
+    }
+
+    /// The pipeline as the API server stores it: defaults filled in, as JSON.
+    fn defaulted(manifest: &str) -> Value {
+        let pipeline: TelemetryPipeline = serde_yaml::from_str(manifest).expect("manifest parses");
+        serde_json::to_value(pipeline).expect("pipeline encodes")
+    }
+
+    /// Evaluates the CRD's `x-kubernetes-validations` rules, as the API server would on create.
+    fn check_cel(object: &Value) -> Result<(), String> {
+        let crd = TelemetryPipeline::crd();
+        let schema = crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .unwrap();
+        let schema = serde_json::to_value(schema).unwrap();
+        kube::core::cel::Validator::new()
+            .validate(&schema, object, None)
+            .map_err(|errors| format!("{errors:?}"))
+    }
+
+    #[test]
+    fn crd_file_is_current() {
+        let generated = crd_yaml().expect("CRD encodes");
+        let stored = example("crds/telemetrypipelines.yaml");
+        assert!(
+            generated == stored,
+            "crds/telemetrypipelines.yaml is stale: run `make crds` \
+             (cargo run -p telemetry-operator --bin crdgen > crds/telemetrypipelines.yaml)"
+        );
+    }
+
+    #[test]
+    fn examples_pass_cel_rules() {
+        for name in ["minimal", "full", "external-engines"] {
+            let object = defaulted(&example(&format!("operator/examples/{name}.yaml")));
+            if let Err(errors) = check_cel(&object) {
+                panic!("example {name} rejected: {errors}");
+            }
+        }
+    }
+
+    #[test]
+    fn min_above_max_is_rejected() {
+        let object = defaulted(&example(
+            "operator/examples/invalid/min-replicas-above-max.yaml",
+        ));
+        let errors =
+            check_cel(&object).expect_err("minReplicas 5 > maxReplicas 3 must be rejected");
+        assert!(errors.contains("minReplicas must not exceed"), "{errors}");
+    }
+
+    #[test]
+    fn unknown_consumer_mode_is_rejected() {
+        let manifest = example("operator/examples/invalid/unknown-consumer-mode.yaml");
+        let err =
+            serde_yaml::from_str::<TelemetryPipeline>(&manifest).expect_err("mode roundrobin");
+        assert!(err.to_string().contains("roundrobin"), "{err}");
+    }
+
+    #[test]
+    fn exactly_one_engine_rules() {
+        let mut both = defaulted(
+            "apiVersion: gputelemetry.io/v1alpha1\nkind: TelemetryPipeline\nmetadata: {name: x}\nspec: {}\n",
+        );
+        both["spec"]["broker"]["external"] = json!({"secretRef": {"name": "rabbit", "key": "uri"}});
+        let errors = check_cel(&both).expect_err("builtIn and external together");
+        assert!(errors.contains("exactly one of broker.builtIn"), "{errors}");
+
+        let mut neither = defaulted(
+            "apiVersion: gputelemetry.io/v1alpha1\nkind: TelemetryPipeline\nmetadata: {name: x}\nspec: {}\n",
+        );
+        neither["spec"]["mongodb"] = json!({"database": "telemetry"});
+        let errors = check_cel(&neither).expect_err("no MongoDB at all");
+        assert!(
+            errors.contains("exactly one of mongodb.managed"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn schema_caps_replicas_at_ten() {
+        let crd = serde_json::to_value(TelemetryPipeline::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        for component in ["consumer", "metrics"] {
+            let autoscaling = &spec[component]["properties"]["autoscaling"]["properties"];
+            assert_eq!(
+                autoscaling["maxReplicas"]["maximum"],
+                json!(10.0),
+                "{component}"
+            );
+            assert_eq!(
+                spec[component]["properties"]["replicas"]["maximum"],
+                json!(10.0),
+                "{component}"
+            );
+        }
+        assert_eq!(
+            spec["producer"]["properties"]["parallelism"]["maximum"],
+            json!(10.0)
+        );
+        assert_eq!(
+            spec["consumer"]["properties"]["mode"]["enum"],
+            json!(["shared", "broadcast"])
+        );
+    }
+}
