@@ -312,9 +312,11 @@ impl<'a> RenderContext<'a> {
             .namespace
             .clone()
             .ok_or(Error::MissingObjectKey("namespace"))?;
-        let owner = pipeline
+        let mut owner = pipeline
             .controller_owner_ref(&())
             .ok_or(Error::MissingObjectKey("uid"))?;
+        // Foreground deletion of the pipeline then waits for its children to go first.
+        owner.block_owner_deletion = Some(true);
         Ok(Self {
             pipeline,
             name,
