@@ -126,11 +126,9 @@ impl Consumer {
             let listener = self.admin_listener;
             tracing::info!(addr = %listener.local_addr().expect("bound listener"), "admin server listening");
             tokio::spawn(async move {
-                let stopped = async move {
-                    let _ = stop.wait_for(|stopped| *stopped).await;
-                };
+                let signal = async move { stopped(&mut stop).await };
                 if let Err(err) = axum::serve(listener, router)
-                    .with_graceful_shutdown(stopped)
+                    .with_graceful_shutdown(signal)
                     .await
                 {
                     tracing::error!(cause = %err, "admin server failed");
@@ -321,7 +319,7 @@ impl Worker {
             tokio::select! {
                 biased;
 
-                _ = stop.wait_for(|stopped| *stopped) => {
+                () = stopped(&mut stop) => {
                     self.readiness.set(false);
                     self.finish(channel, &mut deliveries, &mut batch).await;
                     return SessionEnd::Stopped;
@@ -454,7 +452,7 @@ impl Worker {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 // A shutdown during the wait starts the shutdown deadline at once.
-                _ = stop.wait_for(|stopped| *stopped), if give_up_at.is_none() => {}
+                () = stopped(&mut stop), if give_up_at.is_none() => {}
             }
             delay = (delay * 2).min(self.config.max_retry_delay);
         }
@@ -500,7 +498,7 @@ impl Worker {
         let mut stop = self.stop.clone();
         tokio::select! {
             () = tokio::time::sleep(delay) => true,
-            _ = stop.wait_for(|stopped| *stopped) => false,
+            () = stopped(&mut stop) => false,
         }
     }
 }
@@ -520,4 +518,10 @@ async fn close(connection: &Connection, channel: &Channel) {
     if let Err(err) = connection.close(200, "consumer closing".into()).await {
         tracing::debug!(cause = %err, "closing the connection failed");
     }
+}
+
+/// Completes once `stop` holds true (or its sender is gone). Unlike `wait_for`, it keeps no
+/// borrow of the value, so futures awaiting it stay `Send`.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }

@@ -112,7 +112,7 @@ impl Session {
                 cause = %err, "cannot connect to broker; retrying");
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                _ = stop.wait_for(|stopped| *stopped) => return Ok(None),
+                () = stopped(&mut stop) => return Ok(None),
             }
             delay = next_delay(delay, config.max_retry_delay);
         }
@@ -210,6 +210,12 @@ enum OpenError {
 /// Doubles `delay`, capped at `max`.
 pub(crate) fn next_delay(delay: Duration, max: Duration) -> Duration {
     delay.saturating_mul(2).min(max)
+}
+
+/// Completes once `stop` holds true (or its sender is gone). Unlike `wait_for`, it keeps no
+/// borrow of the value, so futures awaiting it stay `Send`.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 #[cfg(test)]

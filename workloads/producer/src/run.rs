@@ -14,7 +14,7 @@ use telemetry_core::dcgm::DcgmRow;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::amqp::{Outgoing, Session, message_id, redact_url};
+use crate::amqp::{Outgoing, Session, message_id, redact_url, stopped};
 use crate::config::ProducerConfig;
 use crate::error::{Error, Result};
 use crate::source::{self, Source, SourceItem};
@@ -128,7 +128,7 @@ impl<'a> Publisher<'a> {
             tokio::select! {
                 biased;
 
-                _ = stop.wait_for(|stopped| *stopped) => {
+                () = stopped(&mut stop) => {
                     self.summary.interrupted = true;
                     break;
                 }
