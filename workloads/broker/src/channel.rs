@@ -41,7 +41,12 @@ pub(crate) struct Unacked {
 
 impl Unacked {
     pub(crate) fn settle(self, requeue: bool) -> Settled {
-        Settled { queue: self.queue, consumer_id: self.consumer_id, message: Some(self.message), requeue }
+        Settled {
+            queue: self.queue,
+            consumer_id: self.consumer_id,
+            message: Some(self.message),
+            requeue,
+        }
     }
 }
 
@@ -156,16 +161,22 @@ impl Channel {
         if !name.as_str().is_empty() {
             return Ok(name.as_str());
         }
-        self.last_queue
-            .as_deref()
-            .ok_or_else(|| Exception::not_found("no previously declared queue on this channel; name the queue"))
+        self.last_queue.as_deref().ok_or_else(|| {
+            Exception::not_found("no previously declared queue on this channel; name the queue")
+        })
     }
 
     /// Removes the deliveries that an ack, nack or reject names and appends them to `out`.
     ///
     /// With `multiple`, every delivery up to and including `delivery_tag` is taken, and tag 0
     /// takes all of them. An unknown tag is PRECONDITION_FAILED (406).
-    pub(crate) fn take_unacked(&mut self, delivery_tag: u64, multiple: bool, requeue: bool, out: &mut Vec<Settled>) -> Result<usize, Exception> {
+    pub(crate) fn take_unacked(
+        &mut self,
+        delivery_tag: u64,
+        multiple: bool,
+        requeue: bool,
+        out: &mut Vec<Settled>,
+    ) -> Result<usize, Exception> {
         if multiple {
             let mut count = 0;
             while let Some(front) = self.unacked.front() {
@@ -186,7 +197,10 @@ impl Channel {
             .unacked
             .binary_search_by_key(&delivery_tag, |entry| entry.delivery_tag)
             .map_err(|_| unknown_tag(delivery_tag))?;
-        let entry = self.unacked.remove(index).expect("index found by binary search");
+        let entry = self
+            .unacked
+            .remove(index)
+            .expect("index found by binary search");
         out.push(entry.settle(requeue));
         Ok(1)
     }
@@ -194,9 +208,13 @@ impl Channel {
     /// Removes a consumer from the channel's view; returns its queue.
     pub(crate) fn forget_consumer(&mut self, consumer_id: u64) -> Option<ChannelConsumer> {
         let consumer = self.consumers.remove(&consumer_id)?;
-        let still_used = self.consumers.values().any(|other| other.queue.id == consumer.queue.id);
+        let still_used = self
+            .consumers
+            .values()
+            .any(|other| other.queue.id == consumer.queue.id);
         if !still_used {
-            self.consumer_queues.retain(|queue| queue.id != consumer.queue.id);
+            self.consumer_queues
+                .retain(|queue| queue.id != consumer.queue.id);
         }
         Some(consumer)
     }

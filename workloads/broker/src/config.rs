@@ -17,7 +17,7 @@ pub const GUEST_LOOPBACK_ONLY_ENV: &str = "BROKER_GUEST_LOOPBACK_ONLY";
 pub const DEFAULT_FRAME_MAX: u32 = 131_072;
 /// Smallest `frame_max` a peer may negotiate, in bytes (AMQP 0-9-1 section 4.2.1).
 ///
-/// NOTE: some clients (lapin 4) never ask for less than 8192, and the broker refuses a
+/// NOTE: some clients (lapin 4) never request less than 8192, and the broker rejects a
 /// tune-ok above what it offered, so a `--frame-max` below 8192 locks those clients out.
 pub const MIN_FRAME_MAX: u32 = 4_096;
 /// Default heartbeat interval offered in connection.tune, in seconds (RabbitMQ's default).
@@ -29,7 +29,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
 
 /// Settings of one broker instance.
 #[derive(Clone, Parser)]
-#[command(name = "telemetry-broker", version, about = "AMQP 0-9-1 broker with in-memory queues")]
+#[command(
+    name = "telemetry-broker",
+    version,
+    about = "AMQP 0-9-1 broker with in-memory queues"
+)]
 pub struct Config {
     /// IP address that the AMQP and admin listeners bind to.
     #[arg(long, env = BIND_ADDRESS_ENV, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
@@ -142,7 +146,10 @@ mod tests {
 
     #[test]
     fn debug_redacts_password() {
-        let config = Config { broker_password: "s3cret".to_owned(), ..Config::default() };
+        let config = Config {
+            broker_password: "s3cret".to_owned(),
+            ..Config::default()
+        };
         assert!(!format!("{config:?}").contains("s3cret"));
     }
 }

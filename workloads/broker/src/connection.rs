@@ -56,10 +56,18 @@ impl FrameReader {
     /// FRAME_ERROR (501) and is rejected from its header, before its payload is buffered.
     pub(crate) fn parse_frame(&mut self) -> Result<Option<AMQPFrame>, FrameError> {
         if self.buffer.len() >= FRAME_HEADER_SIZE && self.buffer[0] != b'A' {
-            let size = u32::from_be_bytes([self.buffer[3], self.buffer[4], self.buffer[5], self.buffer[6]]);
+            let size = u32::from_be_bytes([
+                self.buffer[3],
+                self.buffer[4],
+                self.buffer[5],
+                self.buffer[6],
+            ]);
             let frame_size = size as usize + FRAME_OVERHEAD;
             if frame_size > self.frame_max {
-                return Err(FrameError::TooLarge { size: frame_size, max: self.frame_max });
+                return Err(FrameError::TooLarge {
+                    size: frame_size,
+                    max: self.frame_max,
+                });
             }
         }
 
@@ -77,7 +85,11 @@ impl FrameReader {
     pub(crate) async fn read_more(&mut self) -> Result<bool> {
         let read = self.socket.read_buf(&mut self.buffer).await?;
         if read == 0 {
-            return if self.buffer.is_empty() { Ok(false) } else { Err(Error::TruncatedFrame) };
+            return if self.buffer.is_empty() {
+                Ok(false)
+            } else {
+                Err(Error::TruncatedFrame)
+            };
         }
         self.last_read = Instant::now();
         Ok(true)

@@ -45,17 +45,29 @@ pub(crate) struct Exception {
 impl Exception {
     /// A soft error that closes the channel.
     pub(crate) fn channel(kind: AMQPSoftError, text: impl Into<String>) -> Self {
-        Exception { scope: Scope::Channel, code: kind.get_id(), text: prefixed(&kind.to_string(), text) }
+        Exception {
+            scope: Scope::Channel,
+            code: kind.get_id(),
+            text: prefixed(&kind.to_string(), text),
+        }
     }
 
     /// A hard error that closes the connection.
     pub(crate) fn connection(kind: AMQPHardError, text: impl Into<String>) -> Self {
-        Exception { scope: Scope::Connection, code: kind.get_id(), text: prefixed(&kind.to_string(), text) }
+        Exception {
+            scope: Scope::Connection,
+            code: kind.get_id(),
+            text: prefixed(&kind.to_string(), text),
+        }
     }
 
     /// A connection close with a soft-error code, as RabbitMQ sends 403 for a refused login.
     pub(crate) fn connection_with(kind: AMQPSoftError, text: impl Into<String>) -> Self {
-        Exception { scope: Scope::Connection, code: kind.get_id(), text: prefixed(&kind.to_string(), text) }
+        Exception {
+            scope: Scope::Connection,
+            code: kind.get_id(),
+            text: prefixed(&kind.to_string(), text),
+        }
     }
 
     pub(crate) fn not_found(text: impl Into<String>) -> Self {

@@ -58,7 +58,13 @@ pub(crate) struct Exchange {
 
 impl Exchange {
     pub(crate) fn new(kind: ExchangeKind, durable: bool) -> Self {
-        Exchange { kind, durable, auto_delete: false, internal: false, bindings: Vec::new() }
+        Exchange {
+            kind,
+            durable,
+            auto_delete: false,
+            internal: false,
+            bindings: Vec::new(),
+        }
     }
 
     /// Adds the names of the queues that `routing_key` reaches to `out`, each name once.
@@ -69,7 +75,7 @@ impl Exchange {
                 ExchangeKind::Fanout => true,
                 ExchangeKind::Topic => topic_matches(&binding.key, routing_key),
             };
-            if matched && !out.iter().any(|queue| *queue == binding.queue) {
+            if matched && !out.contains(&binding.queue) {
                 out.push(Arc::clone(&binding.queue));
             }
         }
@@ -77,17 +83,25 @@ impl Exchange {
 
     /// Adds a binding; returns `false` when it already existed.
     pub(crate) fn bind(&mut self, queue: &Arc<str>, key: &str) -> bool {
-        if self.bindings.iter().any(|binding| binding.queue == *queue && binding.key == key) {
+        if self
+            .bindings
+            .iter()
+            .any(|binding| binding.queue == *queue && binding.key == key)
+        {
             return false;
         }
-        self.bindings.push(Binding { queue: Arc::clone(queue), key: key.to_owned() });
+        self.bindings.push(Binding {
+            queue: Arc::clone(queue),
+            key: key.to_owned(),
+        });
         true
     }
 
     /// Removes a binding; returns `false` when there was none.
     pub(crate) fn unbind(&mut self, queue: &str, key: &str) -> bool {
         let before = self.bindings.len();
-        self.bindings.retain(|binding| !(&*binding.queue == queue && binding.key == key));
+        self.bindings
+            .retain(|binding| !(&*binding.queue == queue && binding.key == key));
         self.bindings.len() != before
     }
 
@@ -102,15 +116,23 @@ impl Exchange {
 /// Words are separated by `.`; `*` matches exactly one word and `#` zero or more. As in
 /// RabbitMQ, the empty routing key has no words, so `#` matches it and `*` does not.
 pub(crate) fn topic_matches(pattern: &str, routing_key: &str) -> bool {
-    let key = if routing_key.is_empty() { None } else { Some(routing_key) };
-    let pattern = if pattern.is_empty() { None } else { Some(pattern) };
+    let key = if routing_key.is_empty() {
+        None
+    } else {
+        Some(routing_key)
+    };
+    let pattern = if pattern.is_empty() {
+        None
+    } else {
+        Some(pattern)
+    };
     match_words(pattern, key)
 }
 
 /// Matches the remaining words; `None` means no words are left.
 ///
-/// NOTE: a pattern with several `#` backtracks, which is exponential in the worst case; the
-/// patterns this broker serves have one `#`, as RabbitMQ users write them.
+/// NOTE: a pattern with several `#` backtracks, which is exponential in the worst case.
+/// Typical patterns have at most one `#`.
 fn match_words(pattern: Option<&str>, key: Option<&str>) -> bool {
     let Some(pattern) = pattern else {
         return key.is_none();
@@ -170,7 +192,11 @@ mod tests {
             ("#.#", "a", true),
         ];
         for (pattern, key, expected) in cases {
-            assert_eq!(topic_matches(pattern, key), expected, "pattern {pattern:?} key {key:?}");
+            assert_eq!(
+                topic_matches(pattern, key),
+                expected,
+                "pattern {pattern:?} key {key:?}"
+            );
         }
     }
 

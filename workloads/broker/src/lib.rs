@@ -37,4 +37,4 @@ pub mod telemetry;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use server::{Broker, BoundBroker};
+pub use server::{BoundBroker, Broker};

@@ -36,7 +36,13 @@ impl Message {
             .expect("encoding a content header into a growable buffer")
             .into_inner();
         let charge = MemoryCharge::new(memory, body.len() as u64);
-        Message { exchange, routing_key, encoded_header: encoded.into_boxed_slice(), body, _charge: charge }
+        Message {
+            exchange,
+            routing_key,
+            encoded_header: encoded.into_boxed_slice(),
+            body,
+            _charge: charge,
+        }
     }
 }
 
@@ -64,7 +70,11 @@ pub(crate) struct MemoryGauge {
 
 impl MemoryGauge {
     pub(crate) fn new(high_watermark: u64) -> Self {
-        MemoryGauge { bytes: AtomicU64::new(0), high_watermark, alarm: watch::Sender::new(false) }
+        MemoryGauge {
+            bytes: AtomicU64::new(0),
+            high_watermark,
+            alarm: watch::Sender::new(false),
+        }
     }
 
     pub(crate) fn bytes(&self) -> u64 {
@@ -119,7 +129,10 @@ struct MemoryCharge {
 impl MemoryCharge {
     fn new(gauge: &Arc<MemoryGauge>, bytes: u64) -> Self {
         gauge.add(bytes);
-        MemoryCharge { gauge: Arc::clone(gauge), bytes }
+        MemoryCharge {
+            gauge: Arc::clone(gauge),
+            bytes,
+        }
     }
 }
 
@@ -135,8 +148,18 @@ mod tests {
     use amq_protocol::protocol::BasicProperties;
 
     fn message(gauge: &Arc<MemoryGauge>, size: usize) -> Message {
-        let header = AMQPContentHeader { class_id: 60, body_size: size as u64, properties: BasicProperties::default() };
-        Message::new("".into(), "key".into(), header, Bytes::from(vec![0; size]), gauge)
+        let header = AMQPContentHeader {
+            class_id: 60,
+            body_size: size as u64,
+            properties: BasicProperties::default(),
+        };
+        Message::new(
+            "".into(),
+            "key".into(),
+            header,
+            Bytes::from(vec![0; size]),
+            gauge,
+        )
     }
 
     #[test]
@@ -158,8 +181,14 @@ mod tests {
     fn header_encoded_for_channel_zero() {
         let gauge = Arc::new(MemoryGauge::new(100));
         let message = message(&gauge, 5);
-        assert_eq!(message.encoded_header[0], 2, "frame type 2 is a content header");
+        assert_eq!(
+            message.encoded_header[0], 2,
+            "frame type 2 is a content header"
+        );
         assert_eq!(&message.encoded_header[1..3], &[0, 0]);
-        assert_eq!(*message.encoded_header.last().expect("non-empty frame"), 206);
+        assert_eq!(
+            *message.encoded_header.last().expect("non-empty frame"),
+            206
+        );
     }
 }

@@ -9,7 +9,9 @@ use amq_protocol::protocol::{AMQPClass, AMQPSoftError, basic, channel, confirm, 
 use amq_protocol::types::{ChannelId, ShortString};
 use telemetry_core::contract::TELEMETRY_EXCHANGE;
 
-use crate::channel::{BodyBuffer, Channel, ChannelConsumer, ChannelState, Confirms, PendingPublish, Unacked};
+use crate::channel::{
+    BodyBuffer, Channel, ChannelConsumer, ChannelState, Confirms, PendingPublish, Unacked,
+};
 use crate::error::Exception;
 use crate::exchange::ExchangeKind;
 use crate::message::{Message, QueuedMessage};
@@ -29,7 +31,10 @@ impl Session {
     /// Handles a method on a channel other than 0.
     pub(crate) fn handle_channel_method(&mut self, channel_id: ChannelId, method: AMQPClass) {
         let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
-        let state = self.channels.get(&channel_id).map(|channel| (channel.state, channel.publish.is_some()));
+        let state = self
+            .channels
+            .get(&channel_id)
+            .map(|channel| (channel.state, channel.publish.is_some()));
         let result = match state {
             None => self.open_channel(channel_id, method),
             Some((ChannelState::Closing, _)) => {
@@ -48,14 +53,22 @@ impl Session {
 
     fn open_channel(&mut self, channel_id: ChannelId, method: AMQPClass) -> MethodResult {
         let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = method else {
-            return Err(Exception::channel_error(format!("channel {channel_id} is not open; send channel.open first")));
+            return Err(Exception::channel_error(format!(
+                "channel {channel_id} is not open; send channel.open first"
+            )));
         };
         if channel_id > self.channel_max() {
-            return Err(Exception::channel_error(format!("channel {channel_id} exceeds channel_max {}", self.channel_max())));
+            return Err(Exception::channel_error(format!(
+                "channel {channel_id} exceeds channel_max {}",
+                self.channel_max()
+            )));
         }
         self.channels.insert(channel_id, Channel::new());
         self.shared.metrics.channels.inc();
-        self.writer.push_method(channel_id, AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
+        self.writer.push_method(
+            channel_id,
+            AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+        );
         Ok(())
     }
 
@@ -67,7 +80,10 @@ impl Session {
                 self.channels.remove(&channel_id);
             }
             AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
-                self.writer.push_method(channel_id, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+                self.writer.push_method(
+                    channel_id,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
             }
             _ => {}
         }
@@ -80,7 +96,9 @@ impl Session {
             AMQPClass::Queue(method) => self.on_queue(channel_id, method),
             AMQPClass::Basic(method) => self.on_basic(channel_id, method),
             AMQPClass::Confirm(confirm::AMQPMethod::Select(select)) => {
-                self.channel_mut(channel_id).confirms.get_or_insert_with(Confirms::default);
+                self.channel_mut(channel_id)
+                    .confirms
+                    .get_or_insert_with(Confirms::default);
                 if !select.nowait {
                     let ok = confirm::AMQPMethod::SelectOk(confirm::SelectOk {});
                     self.writer.push_method(channel_id, AMQPClass::Confirm(ok));
@@ -88,18 +106,28 @@ impl Session {
                 Ok(())
             }
             AMQPClass::Access(_) => {
-                let ok = amq_protocol::protocol::access::AMQPMethod::RequestOk(amq_protocol::protocol::access::RequestOk {});
+                let ok = amq_protocol::protocol::access::AMQPMethod::RequestOk(
+                    amq_protocol::protocol::access::RequestOk {},
+                );
                 self.writer.push_method(channel_id, AMQPClass::Access(ok));
                 Ok(())
             }
-            AMQPClass::Tx(_) => Err(Exception::not_implemented("transactions (tx class) are not supported; use publisher confirms")),
-            AMQPClass::Connection(_) => Err(Exception::channel_error("connection methods belong on channel 0")),
-            AMQPClass::Confirm(_) => Err(Exception::unexpected_frame("confirm.select-ok is sent by the broker, not the client")),
+            AMQPClass::Tx(_) => Err(Exception::not_implemented(
+                "transactions (tx class) are not supported; use publisher confirms",
+            )),
+            AMQPClass::Connection(_) => Err(Exception::channel_error(
+                "connection methods belong on channel 0",
+            )),
+            AMQPClass::Confirm(_) => Err(Exception::unexpected_frame(
+                "confirm.select-ok is sent by the broker, not the client",
+            )),
         }
     }
 
     fn channel_mut(&mut self, channel_id: ChannelId) -> &mut Channel {
-        self.channels.get_mut(&channel_id).expect("caller checked that the channel is open")
+        self.channels
+            .get_mut(&channel_id)
+            .expect("caller checked that the channel is open")
     }
 
     fn on_channel(&mut self, channel_id: ChannelId, method: channel::AMQPMethod) -> MethodResult {
@@ -108,7 +136,10 @@ impl Session {
                 tracing::debug!(channel = channel_id, code = close.reply_code, text = %close.reply_text, "client closed channel");
                 self.release_channel(channel_id);
                 self.channels.remove(&channel_id);
-                self.writer.push_method(channel_id, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+                self.writer.push_method(
+                    channel_id,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
                 Ok(())
             }
             channel::AMQPMethod::Flow(flow) => {
@@ -118,13 +149,19 @@ impl Session {
                 if flow.active {
                     self.shared.wake(&queues);
                 }
-                let ok = channel::AMQPMethod::FlowOk(channel::FlowOk { active: flow.active });
+                let ok = channel::AMQPMethod::FlowOk(channel::FlowOk {
+                    active: flow.active,
+                });
                 self.writer.push_method(channel_id, AMQPClass::Channel(ok));
                 Ok(())
             }
             channel::AMQPMethod::FlowOk(_) | channel::AMQPMethod::CloseOk(_) => Ok(()),
-            channel::AMQPMethod::Open(_) => Err(Exception::channel_error(format!("channel {channel_id} is already open"))),
-            channel::AMQPMethod::OpenOk(_) => Err(Exception::unexpected_frame("channel.open-ok is sent by the broker")),
+            channel::AMQPMethod::Open(_) => Err(Exception::channel_error(format!(
+                "channel {channel_id} is already open"
+            ))),
+            channel::AMQPMethod::OpenOk(_) => Err(Exception::unexpected_frame(
+                "channel.open-ok is sent by the broker",
+            )),
         }
     }
 
@@ -138,8 +175,13 @@ impl Session {
                     internal: declare.internal,
                 };
                 // A passive declare checks existence only, so its type field is not parsed.
-                let kind = if declare.passive { ExchangeKind::Direct } else { ExchangeKind::parse(declare.kind.as_str())? };
-                self.shared.declare_exchange(declare.exchange.as_str(), kind, options)?;
+                let kind = if declare.passive {
+                    ExchangeKind::Direct
+                } else {
+                    ExchangeKind::parse(declare.kind.as_str())?
+                };
+                self.shared
+                    .declare_exchange(declare.exchange.as_str(), kind, options)?;
                 if !declare.nowait {
                     let ok = exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {});
                     self.writer.push_method(channel_id, AMQPClass::Exchange(ok));
@@ -147,17 +189,20 @@ impl Session {
                 Ok(())
             }
             exchange::AMQPMethod::Delete(delete) => {
-                self.shared.delete_exchange(delete.exchange.as_str(), delete.if_unused)?;
+                self.shared
+                    .delete_exchange(delete.exchange.as_str(), delete.if_unused)?;
                 if !delete.nowait {
                     let ok = exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {});
                     self.writer.push_method(channel_id, AMQPClass::Exchange(ok));
                 }
                 Ok(())
             }
-            exchange::AMQPMethod::Bind(_) | exchange::AMQPMethod::Unbind(_) => {
-                Err(Exception::not_implemented("exchange-to-exchange bindings are not supported"))
-            }
-            _ => Err(Exception::unexpected_frame("exchange.*-ok methods are sent by the broker")),
+            exchange::AMQPMethod::Bind(_) | exchange::AMQPMethod::Unbind(_) => Err(
+                Exception::not_implemented("exchange-to-exchange bindings are not supported"),
+            ),
+            _ => Err(Exception::unexpected_frame(
+                "exchange.*-ok methods are sent by the broker",
+            )),
         }
     }
 
@@ -165,21 +210,46 @@ impl Session {
         match method {
             queue::AMQPMethod::Declare(declare) => self.declare_queue(channel_id, declare),
             queue::AMQPMethod::Bind(bind) => {
-                let name = self.channel_mut(channel_id).queue_name(&bind.queue)?.to_owned();
-                self.shared.bind_queue(self.id, &name, bind.exchange.as_str(), bind.routing_key.as_str())?;
+                let name = self
+                    .channel_mut(channel_id)
+                    .queue_name(&bind.queue)?
+                    .to_owned();
+                self.shared.bind_queue(
+                    self.id,
+                    &name,
+                    bind.exchange.as_str(),
+                    bind.routing_key.as_str(),
+                )?;
                 if !bind.nowait {
-                    self.writer.push_method(channel_id, AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})));
+                    self.writer.push_method(
+                        channel_id,
+                        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+                    );
                 }
                 Ok(())
             }
             queue::AMQPMethod::Unbind(unbind) => {
-                let name = self.channel_mut(channel_id).queue_name(&unbind.queue)?.to_owned();
-                self.shared.unbind_queue(self.id, &name, unbind.exchange.as_str(), unbind.routing_key.as_str())?;
-                self.writer.push_method(channel_id, AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})));
+                let name = self
+                    .channel_mut(channel_id)
+                    .queue_name(&unbind.queue)?
+                    .to_owned();
+                self.shared.unbind_queue(
+                    self.id,
+                    &name,
+                    unbind.exchange.as_str(),
+                    unbind.routing_key.as_str(),
+                )?;
+                self.writer.push_method(
+                    channel_id,
+                    AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+                );
                 Ok(())
             }
             queue::AMQPMethod::Purge(purge) => {
-                let name = self.channel_mut(channel_id).queue_name(&purge.queue)?.to_owned();
+                let name = self
+                    .channel_mut(channel_id)
+                    .queue_name(&purge.queue)?
+                    .to_owned();
                 let message_count = self.shared.purge_queue(self.id, &name)?;
                 if !purge.nowait {
                     let ok = queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count });
@@ -188,15 +258,22 @@ impl Session {
                 Ok(())
             }
             queue::AMQPMethod::Delete(delete) => {
-                let name = self.channel_mut(channel_id).queue_name(&delete.queue)?.to_owned();
-                let message_count = self.shared.delete_queue(self.id, &name, delete.if_unused, delete.if_empty)?;
+                let name = self
+                    .channel_mut(channel_id)
+                    .queue_name(&delete.queue)?
+                    .to_owned();
+                let message_count =
+                    self.shared
+                        .delete_queue(self.id, &name, delete.if_unused, delete.if_empty)?;
                 if !delete.nowait {
                     let ok = queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count });
                     self.writer.push_method(channel_id, AMQPClass::Queue(ok));
                 }
                 Ok(())
             }
-            _ => Err(Exception::unexpected_frame("queue.*-ok methods are sent by the broker")),
+            _ => Err(Exception::unexpected_frame(
+                "queue.*-ok methods are sent by the broker",
+            )),
         }
     }
 
@@ -207,7 +284,9 @@ impl Session {
             exclusive: declare.exclusive,
             auto_delete: declare.auto_delete,
         };
-        let declared = self.shared.declare_queue(self.id, declare.queue.as_str(), options)?;
+        let declared = self
+            .shared
+            .declare_queue(self.id, declare.queue.as_str(), options)?;
         self.channel_mut(channel_id).last_queue = Some(Arc::clone(&declared.name));
         if !declare.nowait {
             let ok = queue::AMQPMethod::DeclareOk(queue::DeclareOk {
@@ -224,10 +303,16 @@ impl Session {
         match method {
             basic::AMQPMethod::Publish(publish) => {
                 if publish.immediate {
-                    return Err(Exception::not_implemented("immediate=true is not supported, as in RabbitMQ"));
+                    return Err(Exception::not_implemented(
+                        "immediate=true is not supported, as in RabbitMQ",
+                    ));
                 }
                 self.has_published = true;
-                let pending = PendingPublish { method: publish, header: None, body: BodyBuffer::Empty };
+                let pending = PendingPublish {
+                    method: publish,
+                    header: None,
+                    body: BodyBuffer::Empty,
+                };
                 self.channel_mut(channel_id).publish = Some(pending);
                 Ok(())
             }
@@ -235,7 +320,9 @@ impl Session {
             basic::AMQPMethod::Cancel(cancel) => {
                 self.cancel_consumer(channel_id, &cancel.consumer_tag);
                 if !cancel.nowait {
-                    let ok = basic::AMQPMethod::CancelOk(basic::CancelOk { consumer_tag: cancel.consumer_tag });
+                    let ok = basic::AMQPMethod::CancelOk(basic::CancelOk {
+                        consumer_tag: cancel.consumer_tag,
+                    });
                     self.writer.push_method(channel_id, AMQPClass::Basic(ok));
                 }
                 Ok(())
@@ -250,7 +337,10 @@ impl Session {
                 } else {
                     channel.prefetch = prefetch;
                 }
-                self.writer.push_method(channel_id, AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})));
+                self.writer.push_method(
+                    channel_id,
+                    AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+                );
                 Ok(())
             }
             basic::AMQPMethod::Get(get) => self.basic_get(channel_id, get),
@@ -260,7 +350,8 @@ impl Session {
                 Ok(())
             }
             basic::AMQPMethod::Nack(nack) => {
-                let count = self.settle(channel_id, nack.delivery_tag, nack.multiple, nack.requeue)?;
+                let count =
+                    self.settle(channel_id, nack.delivery_tag, nack.multiple, nack.requeue)?;
                 self.shared.metrics.nacked.inc_by(count as u64);
                 Ok(())
             }
@@ -273,27 +364,44 @@ impl Session {
                 // NOTE: requeue=false is treated like requeue=true, as RabbitMQ does: the
                 // messages go back to their queues instead of to the same consumer.
                 self.settle(channel_id, 0, true, true)?;
-                self.writer.push_method(channel_id, AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})));
+                self.writer.push_method(
+                    channel_id,
+                    AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+                );
                 Ok(())
             }
             basic::AMQPMethod::RecoverAsync(_) => {
                 self.settle(channel_id, 0, true, true)?;
                 Ok(())
             }
-            _ => Err(Exception::unexpected_frame("this basic method is sent by the broker, not the client")),
+            _ => Err(Exception::unexpected_frame(
+                "this basic method is sent by the broker, not the client",
+            )),
         }
     }
 
     fn consume(&mut self, channel_id: ChannelId, consume: basic::Consume) -> MethodResult {
-        let queue_name = self.channel_mut(channel_id).queue_name(&consume.queue)?.to_owned();
+        let queue_name = self
+            .channel_mut(channel_id)
+            .queue_name(&consume.queue)?
+            .to_owned();
         let tag = if consume.consumer_tag.as_str().is_empty() {
             ShortString::from(generated_name("amq.ctag-"))
         } else {
             consume.consumer_tag
         };
-        let channel = self.channels.get(&channel_id).expect("channel checked open");
-        if channel.consumers.values().any(|consumer| consumer.tag == tag) {
-            return Err(Exception::not_allowed(format!("attempt to reuse consumer tag '{tag}' on channel {channel_id}")));
+        let channel = self
+            .channels
+            .get(&channel_id)
+            .expect("channel checked open");
+        if channel
+            .consumers
+            .values()
+            .any(|consumer| consumer.tag == tag)
+        {
+            return Err(Exception::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}' on channel {channel_id}"
+            )));
         }
 
         let consumer_id = self.shared.next_id();
@@ -311,10 +419,20 @@ impl Session {
         // Deliveries go through the outbox, so consume-ok below is written before any of them.
         let queue = self.shared.consume(&queue_name, consumer)?;
         let channel = self.channel_mut(channel_id);
-        if !channel.consumer_queues.iter().any(|known| known.id == queue.id) {
+        if !channel
+            .consumer_queues
+            .iter()
+            .any(|known| known.id == queue.id)
+        {
             channel.consumer_queues.push(queue.clone());
         }
-        channel.consumers.insert(consumer_id, ChannelConsumer { tag: tag.clone(), queue });
+        channel.consumers.insert(
+            consumer_id,
+            ChannelConsumer {
+                tag: tag.clone(),
+                queue,
+            },
+        );
         tracing::debug!(channel = channel_id, consumer_tag = %tag, queue = %queue_name, "consumer started");
         if !consume.nowait {
             let ok = basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: tag });
@@ -325,7 +443,12 @@ impl Session {
 
     fn cancel_consumer(&mut self, channel_id: ChannelId, tag: &ShortString) {
         let channel = self.channel_mut(channel_id);
-        let Some(consumer_id) = channel.consumers.iter().find(|(_, consumer)| consumer.tag == *tag).map(|(id, _)| *id) else {
+        let Some(consumer_id) = channel
+            .consumers
+            .iter()
+            .find(|(_, consumer)| consumer.tag == *tag)
+            .map(|(id, _)| *id)
+        else {
             return;
         };
         if let Some(consumer) = channel.forget_consumer(consumer_id) {
@@ -334,7 +457,10 @@ impl Session {
     }
 
     fn basic_get(&mut self, channel_id: ChannelId, get: basic::Get) -> MethodResult {
-        let queue_name = self.channel_mut(channel_id).queue_name(&get.queue)?.to_owned();
+        let queue_name = self
+            .channel_mut(channel_id)
+            .queue_name(&get.queue)?
+            .to_owned();
         let Some((queued, queue, message_count)) = self.shared.get(self.id, &queue_name)? else {
             let empty = basic::AMQPMethod::GetEmpty(basic::GetEmpty {});
             self.writer.push_method(channel_id, AMQPClass::Basic(empty));
@@ -342,9 +468,17 @@ impl Session {
         };
         let channel = self.channel_mut(channel_id);
         let delivery_tag = channel.next_delivery_tag();
-        let QueuedMessage { message, redelivered } = queued;
+        let QueuedMessage {
+            message,
+            redelivered,
+        } = queued;
         if !get.no_ack {
-            channel.unacked.push_back(Unacked { delivery_tag, queue, consumer_id: None, message: Arc::clone(&message) });
+            channel.unacked.push_back(Unacked {
+                delivery_tag,
+                queue,
+                consumer_id: None,
+                message: Arc::clone(&message),
+            });
             self.shared.metrics.unacked.inc();
         }
         let ok = basic::GetOk {
@@ -354,23 +488,52 @@ impl Session {
             routing_key: message.routing_key.clone(),
             message_count,
         };
-        self.push_content(channel_id, AMQPClass::Basic(basic::AMQPMethod::GetOk(ok)), &message);
+        self.push_content(
+            channel_id,
+            AMQPClass::Basic(basic::AMQPMethod::GetOk(ok)),
+            &message,
+        );
         Ok(())
     }
 
     /// Settles deliveries named by ack, nack, reject or recover; returns how many.
-    fn settle(&mut self, channel_id: ChannelId, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<usize, Exception> {
-        let channel = self.channels.get_mut(&channel_id).expect("channel checked open");
+    fn settle(
+        &mut self,
+        channel_id: ChannelId,
+        delivery_tag: u64,
+        multiple: bool,
+        requeue: bool,
+    ) -> Result<usize, Exception> {
+        let channel = self
+            .channels
+            .get_mut(&channel_id)
+            .expect("channel checked open");
         self.settle_scratch.clear();
-        let count = channel.take_unacked(delivery_tag, multiple, requeue, &mut self.settle_scratch)?;
-        self.shared.settle(&mut self.settle_scratch, &channel.credit, &channel.consumer_queues);
+        let count =
+            channel.take_unacked(delivery_tag, multiple, requeue, &mut self.settle_scratch)?;
+        self.shared.settle(
+            &mut self.settle_scratch,
+            &channel.credit,
+            &channel.consumer_queues,
+        );
         Ok(count)
     }
 
     /// Handles a content header frame of the publish in progress.
-    pub(crate) fn handle_content_header(&mut self, channel_id: ChannelId, header: AMQPContentHeader) {
+    pub(crate) fn handle_content_header(
+        &mut self,
+        channel_id: ChannelId,
+        header: AMQPContentHeader,
+    ) {
         let Some(channel) = self.channels.get_mut(&channel_id) else {
-            self.raise(0, Exception::channel_error(format!("content header on channel {channel_id}, which is not open")), 0, 0);
+            self.raise(
+                0,
+                Exception::channel_error(format!(
+                    "content header on channel {channel_id}, which is not open"
+                )),
+                0,
+                0,
+            );
             return;
         };
         if channel.state == ChannelState::Closing {
@@ -379,13 +542,18 @@ impl Session {
         let pending = match channel.publish.as_mut() {
             Some(pending) if pending.header.is_none() => pending,
             _ => {
-                let exception = Exception::unexpected_frame(format!("content header on channel {channel_id} without basic.publish"));
+                let exception = Exception::unexpected_frame(format!(
+                    "content header on channel {channel_id} without basic.publish"
+                ));
                 self.raise(channel_id, exception, 0, 0);
                 return;
             }
         };
         if header.class_id != BASIC_CLASS_ID {
-            let exception = Exception::unexpected_frame(format!("content header of class {} on channel {channel_id}; expected basic (60)", header.class_id));
+            let exception = Exception::unexpected_frame(format!(
+                "content header of class {} on channel {channel_id}; expected basic (60)",
+                header.class_id
+            ));
             self.raise(channel_id, exception, 0, 0);
             return;
         }
@@ -407,18 +575,29 @@ impl Session {
     /// Handles a content body frame of the publish in progress.
     pub(crate) fn handle_content_body(&mut self, channel_id: ChannelId, body: Vec<u8>) {
         let Some(channel) = self.channels.get_mut(&channel_id) else {
-            self.raise(0, Exception::channel_error(format!("content body on channel {channel_id}, which is not open")), 0, 0);
+            self.raise(
+                0,
+                Exception::channel_error(format!(
+                    "content body on channel {channel_id}, which is not open"
+                )),
+                0,
+                0,
+            );
             return;
         };
         if channel.state == ChannelState::Closing {
             return;
         }
-        let Some((pending, expected)) = channel
-            .publish
-            .as_mut()
-            .and_then(|pending| pending.header.as_ref().map(|header| header.body_size as usize).map(|size| (pending, size)))
-        else {
-            let exception = Exception::unexpected_frame(format!("content body on channel {channel_id} without a content header"));
+        let Some((pending, expected)) = channel.publish.as_mut().and_then(|pending| {
+            pending
+                .header
+                .as_ref()
+                .map(|header| header.body_size as usize)
+                .map(|size| (pending, size))
+        }) else {
+            let exception = Exception::unexpected_frame(format!(
+                "content body on channel {channel_id} without a content header"
+            ));
             self.raise(channel_id, exception, 0, 0);
             return;
         };
@@ -435,10 +614,14 @@ impl Session {
         }
     }
 
-    /// Routes a fully received message and answers with basic.return and confirms.
+    /// Routes a fully received message, then sends basic.return and confirms as needed.
     fn complete_publish(&mut self, channel_id: ChannelId) {
         let channel = self.channel_mut(channel_id);
-        let PendingPublish { method, header, body } = channel.publish.take().expect("publish in progress");
+        let PendingPublish {
+            method,
+            header,
+            body,
+        } = channel.publish.take().expect("publish in progress");
         let header = header.expect("content header received");
         let body = body.into_bytes();
         let confirm_tag = channel.confirms.as_mut().map(|confirms| {
@@ -454,8 +637,19 @@ impl Session {
         }
 
         let mandatory = method.mandatory;
-        let message = Arc::new(Message::new(method.exchange, method.routing_key, header, body, &self.shared.memory));
-        let routed = match self.shared.publish(message.exchange.as_str(), message.routing_key.as_str(), Arc::clone(&message), &mut self.route_scratch) {
+        let message = Arc::new(Message::new(
+            method.exchange,
+            method.routing_key,
+            header,
+            body,
+            &self.shared.memory,
+        ));
+        let routed = match self.shared.publish(
+            message.exchange.as_str(),
+            message.routing_key.as_str(),
+            Arc::clone(&message),
+            &mut self.route_scratch,
+        ) {
             Ok(routed) => routed,
             Err(exception) => {
                 self.raise(channel_id, exception, BASIC_CLASS_ID, 40);
@@ -469,7 +663,11 @@ impl Session {
                 exchange: message.exchange.clone(),
                 routing_key: message.routing_key.clone(),
             };
-            self.push_content(channel_id, AMQPClass::Basic(basic::AMQPMethod::Return(returned)), &message);
+            self.push_content(
+                channel_id,
+                AMQPClass::Basic(basic::AMQPMethod::Return(returned)),
+                &message,
+            );
             self.shared.metrics.returned.inc();
         }
         if confirm_tag.is_some() {
@@ -499,7 +697,13 @@ impl Session {
             );
         }
         telemetry::annotate_invalid(&mut header, &method.exchange, &method.routing_key, &reason);
-        let message = Message::new(method.exchange, method.routing_key, header, body, &self.shared.memory);
+        let message = Message::new(
+            method.exchange,
+            method.routing_key,
+            header,
+            body,
+            &self.shared.memory,
+        );
         self.shared.store_invalid(Arc::new(message));
 
         let Some(tag) = confirm_tag else {
@@ -511,8 +715,13 @@ impl Session {
         if let Some(confirms) = channel.confirms.as_mut() {
             confirms.confirmed = tag;
         }
-        let nack = basic::Nack { delivery_tag: tag, multiple: false, requeue: false };
-        self.writer.push_method(channel_id, AMQPClass::Basic(basic::AMQPMethod::Nack(nack)));
+        let nack = basic::Nack {
+            delivery_tag: tag,
+            multiple: false,
+            requeue: false,
+        };
+        self.writer
+            .push_method(channel_id, AMQPClass::Basic(basic::AMQPMethod::Nack(nack)));
     }
 
     fn flush_confirms_of(&mut self, channel_id: ChannelId) {
@@ -523,18 +732,24 @@ impl Session {
         // The publish being nacked is already counted in `published`; ack the ones before it.
         let upto = confirms.published - 1;
         if upto > confirms.confirmed {
-            let ack = basic::Ack { delivery_tag: upto, multiple: upto - confirms.confirmed > 1 };
+            let ack = basic::Ack {
+                delivery_tag: upto,
+                multiple: upto - confirms.confirmed > 1,
+            };
             confirms.confirmed = upto;
-            self.writer.push_method(channel_id, AMQPClass::Basic(basic::AMQPMethod::Ack(ack)));
+            self.writer
+                .push_method(channel_id, AMQPClass::Basic(basic::AMQPMethod::Ack(ack)));
         }
     }
 
     /// Writes a method with content: the method frame, the content header and body frames.
     fn push_content(&mut self, channel_id: ChannelId, method: AMQPClass, message: &Message) {
         self.writer.push_method(channel_id, method);
-        self.writer.push_encoded_header(channel_id, &message.encoded_header);
+        self.writer
+            .push_encoded_header(channel_id, &message.encoded_header);
         if !message.body.is_empty() {
-            self.writer.push_body(channel_id, &message.body, self.frame_max);
+            self.writer
+                .push_body(channel_id, &message.body, self.frame_max);
         }
     }
 
@@ -542,22 +757,51 @@ impl Session {
     /// cancellation of a consumer whose queue was deleted.
     pub(crate) fn handle_outbound(&mut self, outbound: Outbound) {
         match outbound {
-            Outbound::Deliver { channel: channel_id, consumer_id, no_ack, queue, message } => {
+            Outbound::Deliver {
+                channel: channel_id,
+                consumer_id,
+                no_ack,
+                queue,
+                message,
+            } => {
                 let target = self
                     .channels
                     .get_mut(&channel_id)
                     .filter(|channel| channel.state == ChannelState::Open)
-                    .and_then(|channel| channel.consumers.get(&consumer_id).map(|consumer| consumer.tag.clone()).map(|tag| (channel, tag)));
+                    .and_then(|channel| {
+                        channel
+                            .consumers
+                            .get(&consumer_id)
+                            .map(|consumer| consumer.tag.clone())
+                            .map(|tag| (channel, tag))
+                    });
                 let Some((channel, consumer_tag)) = target else {
                     // The consumer was cancelled or its channel closed while this was queued.
-                    let credit = self.channels.get(&channel_id).map(|channel| Arc::clone(&channel.credit));
-                    self.shared.return_undelivered(&queue, consumer_id, no_ack, message, credit.as_deref());
+                    let credit = self
+                        .channels
+                        .get(&channel_id)
+                        .map(|channel| Arc::clone(&channel.credit));
+                    self.shared.return_undelivered(
+                        &queue,
+                        consumer_id,
+                        no_ack,
+                        message,
+                        credit.as_deref(),
+                    );
                     return;
                 };
                 let delivery_tag = channel.next_delivery_tag();
-                let QueuedMessage { message, redelivered } = message;
+                let QueuedMessage {
+                    message,
+                    redelivered,
+                } = message;
                 if !no_ack {
-                    channel.unacked.push_back(Unacked { delivery_tag, queue, consumer_id: Some(consumer_id), message: Arc::clone(&message) });
+                    channel.unacked.push_back(Unacked {
+                        delivery_tag,
+                        queue,
+                        consumer_id: Some(consumer_id),
+                        message: Arc::clone(&message),
+                    });
                 }
                 let deliver = basic::Deliver {
                     consumer_tag,
@@ -566,11 +810,22 @@ impl Session {
                     exchange: message.exchange.clone(),
                     routing_key: message.routing_key.clone(),
                 };
-                self.push_content(channel_id, AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)), &message);
+                self.push_content(
+                    channel_id,
+                    AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)),
+                    &message,
+                );
             }
-            Outbound::ConsumerCancelled { channel: channel_id, consumer_id } => {
+            Outbound::ConsumerCancelled {
+                channel: channel_id,
+                consumer_id,
+            } => {
                 let notify = self.can_notify_cancel();
-                let Some(channel) = self.channels.get_mut(&channel_id).filter(|channel| channel.state == ChannelState::Open) else {
+                let Some(channel) = self
+                    .channels
+                    .get_mut(&channel_id)
+                    .filter(|channel| channel.state == ChannelState::Open)
+                else {
                     return;
                 };
                 let Some(consumer) = channel.forget_consumer(consumer_id) else {
@@ -578,8 +833,14 @@ impl Session {
                 };
                 tracing::info!(channel = channel_id, consumer_tag = %consumer.tag, queue = %consumer.queue.name, "consumer cancelled because its queue was deleted");
                 if notify {
-                    let cancel = basic::Cancel { consumer_tag: consumer.tag, nowait: true };
-                    self.writer.push_method(channel_id, AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel)));
+                    let cancel = basic::Cancel {
+                        consumer_tag: consumer.tag,
+                        nowait: true,
+                    };
+                    self.writer.push_method(
+                        channel_id,
+                        AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel)),
+                    );
                 }
             }
         }

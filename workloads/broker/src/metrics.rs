@@ -35,17 +35,53 @@ impl Metrics {
     /// Registers every metric under the `broker_` prefix, plus the per-queue collector.
     pub(crate) fn register(&self, registry: &mut Registry, shared: Arc<Shared>) {
         let broker = registry.sub_registry_with_prefix("broker");
-        broker.register("connections", "Open AMQP connections", self.connections.clone());
+        broker.register(
+            "connections",
+            "Open AMQP connections",
+            self.connections.clone(),
+        );
         broker.register("channels", "Open AMQP channels", self.channels.clone());
         broker.register("consumers", "Active consumers", self.consumers.clone());
-        broker.register("messages_unacked", "Messages delivered and not yet acknowledged", self.unacked.clone());
-        broker.register("messages_published", "Messages received from publishers", self.published.clone());
-        broker.register("messages_delivered", "Deliveries to consumers and basic.get", self.delivered.clone());
-        broker.register("messages_acked", "Deliveries acknowledged by clients", self.acked.clone());
-        broker.register("messages_nacked", "Deliveries rejected or nacked by clients", self.nacked.clone());
-        broker.register("messages_redelivered", "Messages returned to their queue for redelivery", self.redelivered.clone());
-        broker.register("messages_invalid", "Telemetry messages that failed validation", self.invalid.clone());
-        broker.register("messages_returned", "Mandatory messages returned as unroutable", self.returned.clone());
+        broker.register(
+            "messages_unacked",
+            "Messages delivered and not yet acknowledged",
+            self.unacked.clone(),
+        );
+        broker.register(
+            "messages_published",
+            "Messages received from publishers",
+            self.published.clone(),
+        );
+        broker.register(
+            "messages_delivered",
+            "Deliveries to consumers and basic.get",
+            self.delivered.clone(),
+        );
+        broker.register(
+            "messages_acked",
+            "Deliveries acknowledged by clients",
+            self.acked.clone(),
+        );
+        broker.register(
+            "messages_nacked",
+            "Deliveries rejected or nacked by clients",
+            self.nacked.clone(),
+        );
+        broker.register(
+            "messages_redelivered",
+            "Messages returned to their queue for redelivery",
+            self.redelivered.clone(),
+        );
+        broker.register(
+            "messages_invalid",
+            "Telemetry messages that failed validation",
+            self.invalid.clone(),
+        );
+        broker.register(
+            "messages_returned",
+            "Mandatory messages returned as unroutable",
+            self.returned.clone(),
+        );
         broker.register_collector(Box::new(QueueCollector { shared }));
     }
 }

@@ -25,9 +25,18 @@ pub(crate) struct QueueRef {
 #[derive(Debug)]
 pub(crate) enum Outbound {
     /// Deliver a message to a consumer of this session.
-    Deliver { channel: ChannelId, consumer_id: u64, no_ack: bool, queue: QueueRef, message: QueuedMessage },
+    Deliver {
+        channel: ChannelId,
+        consumer_id: u64,
+        no_ack: bool,
+        queue: QueueRef,
+        message: QueuedMessage,
+    },
     /// The queue of a consumer was deleted; tell the client with basic.cancel.
-    ConsumerCancelled { channel: ChannelId, consumer_id: u64 },
+    ConsumerCancelled {
+        channel: ChannelId,
+        consumer_id: u64,
+    },
 }
 
 /// Prefetch state of one channel, shared by its consumers in every queue.
@@ -96,7 +105,13 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    pub(crate) fn new(id: u64, name: Arc<str>, durable: bool, owner: Option<ConnectionId>, auto_delete: bool) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        name: Arc<str>,
+        durable: bool,
+        owner: Option<ConnectionId>,
+        auto_delete: bool,
+    ) -> Self {
         Queue {
             id,
             name,
@@ -110,7 +125,10 @@ impl Queue {
     }
 
     pub(crate) fn reference(&self) -> QueueRef {
-        QueueRef { id: self.id, name: Arc::clone(&self.name) }
+        QueueRef {
+            id: self.id,
+            name: Arc::clone(&self.name),
+        }
     }
 
     pub(crate) fn has_exclusive_consumer(&self) -> bool {
@@ -136,7 +154,10 @@ impl Queue {
                 channel: consumer.channel,
                 consumer_id: consumer.id,
                 no_ack: consumer.no_ack,
-                queue: QueueRef { id: self.id, name: Arc::clone(&self.name) },
+                queue: QueueRef {
+                    id: self.id,
+                    name: Arc::clone(&self.name),
+                },
                 message,
             };
             if let Err(mpsc::error::SendError(returned)) = consumer.outbox.send(delivery) {
@@ -164,14 +185,21 @@ impl Queue {
 
     /// Takes back prefetch credit for one settled delivery of consumer `consumer_id`.
     pub(crate) fn release_credit(&mut self, consumer_id: u64) {
-        if let Some(consumer) = self.consumers.iter_mut().find(|consumer| consumer.id == consumer_id) {
+        if let Some(consumer) = self
+            .consumers
+            .iter_mut()
+            .find(|consumer| consumer.id == consumer_id)
+        {
             consumer.unacked = consumer.unacked.saturating_sub(1);
         }
     }
 
     /// Removes a consumer; returns it so that the caller can settle its bookkeeping.
     pub(crate) fn remove_consumer(&mut self, consumer_id: u64) -> Option<Consumer> {
-        let index = self.consumers.iter().position(|consumer| consumer.id == consumer_id)?;
+        let index = self
+            .consumers
+            .iter()
+            .position(|consumer| consumer.id == consumer_id)?;
         let consumer = self.consumers.remove(index);
         if self.next_consumer > index {
             self.next_consumer -= 1;

@@ -29,10 +29,21 @@ impl Broker {
     /// picks a free port; [`BoundBroker::local_addr`] and [`BoundBroker::admin_addr`] report it.
     pub async fn bind(config: Config) -> Result<BoundBroker> {
         let amqp_addr = SocketAddr::new(config.bind_address, config.broker_port);
-        let listener = TcpListener::bind(amqp_addr).await.map_err(|source| Error::Bind { what: "AMQP", addr: amqp_addr, source })?;
+        let listener = TcpListener::bind(amqp_addr)
+            .await
+            .map_err(|source| Error::Bind {
+                what: "AMQP",
+                addr: amqp_addr,
+                source,
+            })?;
         let admin_addr = SocketAddr::new(config.bind_address, config.admin_port);
-        let admin_listener =
-            TcpListener::bind(admin_addr).await.map_err(|source| Error::Bind { what: "admin", addr: admin_addr, source })?;
+        let admin_listener = TcpListener::bind(admin_addr)
+            .await
+            .map_err(|source| Error::Bind {
+                what: "admin",
+                addr: admin_addr,
+                source,
+            })?;
 
         let shared = Arc::new(Shared::new(config.memory_high_watermark));
         let mut registry = Registry::default();
@@ -88,7 +99,17 @@ impl BoundBroker {
     /// Serves clients until `shutdown` completes, then stops accepting, closes every
     /// connection with CONNECTION_FORCED (320), waits for the sessions to end and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-        let BoundBroker { local_addr, admin_addr, listener, admin_listener, shared, registry, readiness, session_config, max_connections } = self;
+        let BoundBroker {
+            local_addr,
+            admin_addr,
+            listener,
+            admin_listener,
+            shared,
+            registry,
+            readiness,
+            session_config,
+            max_connections,
+        } = self;
 
         let (stop_admin, admin_stopped) = oneshot::channel::<()>();
         let admin_app = admin::router(registry, readiness.clone());
@@ -126,8 +147,14 @@ impl BoundBroker {
         // `sessions_done`, so the receiver completes when the last session has ended.
         drop(accept);
         drop(notify_shutdown);
-        if tokio::time::timeout(SHUTDOWN_GRACE, sessions_done_rx.recv()).await.is_err() {
-            tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "sessions still open after the shutdown grace period");
+        if tokio::time::timeout(SHUTDOWN_GRACE, sessions_done_rx.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_s = SHUTDOWN_GRACE.as_secs(),
+                "sessions still open after the shutdown grace period"
+            );
         }
 
         let _ = stop_admin.send(());
@@ -157,7 +184,10 @@ struct Acceptor {
 impl Acceptor {
     async fn run(&mut self) -> Result<()> {
         loop {
-            let permit = Arc::clone(&self.limit).acquire_owned().await.expect("the connection semaphore is never closed");
+            let permit = Arc::clone(&self.limit)
+                .acquire_owned()
+                .await
+                .expect("the connection semaphore is never closed");
             let (socket, peer) = self.accept().await;
 
             let shared = Arc::clone(&self.shared);

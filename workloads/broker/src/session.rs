@@ -28,7 +28,7 @@ use crate::shared::{Settled, Shared};
 const CHANNEL_MAX: u16 = 2047;
 /// Time a client has to complete the handshake (RabbitMQ's `handshake_timeout`).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a client has to answer connection.close with close-ok before the socket is closed.
+/// Time a client has to reply to connection.close with close-ok before the socket is closed.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stop taking deliveries from the outbox while this many encoded bytes wait for the socket.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
@@ -110,7 +110,8 @@ impl Session {
         mut shutdown: broadcast::Receiver<()>,
     ) {
         let id = shared.next_id();
-        let span = tracing::info_span!("connection", id, peer = %peer, user = tracing::field::Empty);
+        let span =
+            tracing::info_span!("connection", id, peer = %peer, user = tracing::field::Empty);
         async move {
             if let Err(err) = socket.set_nodelay(true) {
                 tracing::warn!(cause = %err, "failed to set TCP_NODELAY");
@@ -175,52 +176,90 @@ impl Session {
     }
 
     /// Runs the handshake of AMQP 0-9-1 section 2.2.4: protocol header, start/start-ok,
-    /// tune/tune-ok, open/open-ok. Returns `false` when the client was refused.
+    /// tune/tune-ok, open/open-ok. Returns `false` when the client was rejected.
     async fn handshake(&mut self) -> Result<bool> {
         match self.next_frame().await? {
-            Some(AMQPFrame::ProtocolHeader(version)) if version == ProtocolVersion::amqp_0_9_1() => {}
+            Some(AMQPFrame::ProtocolHeader(version))
+                if version == ProtocolVersion::amqp_0_9_1() => {}
             _ => {
-                // Section 4.2.2: answer an unsupported header with the supported one and close.
-                self.writer.push(&AMQPFrame::ProtocolHeader(ProtocolVersion::amqp_0_9_1()));
+                // Section 4.2.2: reply to an unsupported header with the supported one and close.
+                self.writer
+                    .push(&AMQPFrame::ProtocolHeader(ProtocolVersion::amqp_0_9_1()));
                 self.writer.flush_all().await?;
                 tracing::info!("client sent no AMQP 0-9-1 protocol header");
                 return Ok(false);
             }
         }
 
-        self.writer.push_method(0, AMQPClass::Connection(connection::AMQPMethod::Start(start_method())));
+        self.writer.push_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Start(start_method())),
+        );
         self.writer.flush_all().await?;
         let start_ok = match self.expect_connection_method().await? {
             connection::AMQPMethod::StartOk(start_ok) => start_ok,
-            other => return self.refuse(Exception::unexpected_frame(format!("expected connection.start-ok, got {other:?}"))).await,
+            other => {
+                return self
+                    .reject_handshake(Exception::unexpected_frame(format!(
+                        "expected connection.start-ok, got {other:?}"
+                    )))
+                    .await;
+            }
         };
         self.capabilities = client_capabilities(&start_ok.client_properties);
         if let Err(exception) = self.authenticate(&start_ok) {
-            return self.refuse(exception).await;
+            return self.reject_handshake(exception).await;
         }
 
-        let tune = connection::Tune { channel_max: CHANNEL_MAX, frame_max: self.config.frame_max, heartbeat: self.config.heartbeat };
-        self.writer.push_method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(tune)));
+        let tune = connection::Tune {
+            channel_max: CHANNEL_MAX,
+            frame_max: self.config.frame_max,
+            heartbeat: self.config.heartbeat,
+        };
+        self.writer
+            .push_method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(tune)));
         self.writer.flush_all().await?;
         let tune_ok = match self.expect_connection_method().await? {
             connection::AMQPMethod::TuneOk(tune_ok) => tune_ok,
-            other => return self.refuse(Exception::unexpected_frame(format!("expected connection.tune-ok, got {other:?}"))).await,
+            other => {
+                return self
+                    .reject_handshake(Exception::unexpected_frame(format!(
+                        "expected connection.tune-ok, got {other:?}"
+                    )))
+                    .await;
+            }
         };
         if let Err(exception) = self.apply_tuning(&tune_ok) {
-            return self.refuse(exception).await;
+            return self.reject_handshake(exception).await;
         }
 
         let open = match self.expect_connection_method().await? {
             connection::AMQPMethod::Open(open) => open,
-            other => return self.refuse(Exception::unexpected_frame(format!("expected connection.open, got {other:?}"))).await,
+            other => {
+                return self
+                    .reject_handshake(Exception::unexpected_frame(format!(
+                        "expected connection.open, got {other:?}"
+                    )))
+                    .await;
+            }
         };
         if open.virtual_host.as_str() != "/" {
-            let exception = Exception::not_allowed(format!("vhost '{}' not found; this broker serves only '/'", open.virtual_host));
-            return self.refuse(exception).await;
+            let exception = Exception::not_allowed(format!(
+                "vhost '{}' not found; this broker serves only '/'",
+                open.virtual_host
+            ));
+            return self.reject_handshake(exception).await;
         }
-        self.writer.push_method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
+        self.writer.push_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+        );
         self.writer.flush_all().await?;
-        tracing::info!(frame_max = self.frame_max, heartbeat_s = self.heartbeat, "connection opened");
+        tracing::info!(
+            frame_max = self.frame_max,
+            heartbeat_s = self.heartbeat,
+            "connection opened"
+        );
         Ok(true)
     }
 
@@ -233,27 +272,31 @@ impl Session {
             other => {
                 return Err(Exception::connection_with(
                     AMQPSoftError::ACCESSREFUSED,
-                    format!("unsupported authentication mechanism '{other}'; use PLAIN or AMQPLAIN"),
+                    format!(
+                        "unsupported authentication mechanism '{other}'; use PLAIN or AMQPLAIN"
+                    ),
                 ));
             }
         };
-        let refused = || {
+        let rejected = || {
             Exception::connection_with(
                 AMQPSoftError::ACCESSREFUSED,
-                format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."),
+                format!(
+                    "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+                ),
             )
         };
         let Some((user, password)) = credentials else {
-            tracing::warn!(mechanism, "login refused: malformed SASL response");
-            return Err(refused());
+            tracing::warn!(mechanism, "login rejected: malformed SASL response");
+            return Err(rejected());
         };
         tracing::Span::current().record("user", user.as_str());
         if user != self.config.user || password != self.config.password {
-            tracing::warn!(mechanism, "login refused: invalid credentials");
-            return Err(refused());
+            tracing::warn!(mechanism, "login rejected: invalid credentials");
+            return Err(rejected());
         }
         if user == "guest" && self.config.guest_loopback_only && !self.peer.ip().is_loopback() {
-            tracing::warn!("login refused: user 'guest' may only connect from loopback");
+            tracing::warn!("login rejected: user 'guest' may only connect from loopback");
             return Err(Exception::connection_with(
                 AMQPSoftError::ACCESSREFUSED,
                 "user 'guest' can only connect via localhost; configure another user or allow remote guest",
@@ -265,7 +308,11 @@ impl Session {
     /// Takes the client's tune-ok values within the limits the broker offered.
     fn apply_tuning(&mut self, tune_ok: &connection::TuneOk) -> Result<(), Exception> {
         let offered = self.config.frame_max;
-        let frame_max = if tune_ok.frame_max == 0 { offered } else { tune_ok.frame_max };
+        let frame_max = if tune_ok.frame_max == 0 {
+            offered
+        } else {
+            tune_ok.frame_max
+        };
         if frame_max > offered || frame_max < MIN_FRAME_MAX {
             return Err(Exception::not_allowed(format!(
                 "frame_max={} is outside the allowed range {MIN_FRAME_MAX}..={offered}",
@@ -274,14 +321,18 @@ impl Session {
         }
         self.frame_max = frame_max as usize;
         self.reader.set_frame_max(frame_max);
-        self.channel_max = if tune_ok.channel_max == 0 { CHANNEL_MAX } else { tune_ok.channel_max.min(CHANNEL_MAX) };
+        self.channel_max = if tune_ok.channel_max == 0 {
+            CHANNEL_MAX
+        } else {
+            tune_ok.channel_max.min(CHANNEL_MAX)
+        };
         self.heartbeat = tune_ok.heartbeat;
         Ok(())
     }
 
     /// Sends connection.close during the handshake and ends the session.
-    async fn refuse(&mut self, exception: Exception) -> Result<bool> {
-        tracing::info!(code = exception.code, text = %exception.text, "connection refused");
+    async fn reject_handshake(&mut self, exception: Exception) -> Result<bool> {
+        tracing::info!(code = exception.code, text = %exception.text, "connection rejected");
         self.push_connection_close(&exception, 0, 0);
         self.writer.flush_all().await?;
         Ok(false)
@@ -293,7 +344,9 @@ impl Session {
                 Ok(Some(frame)) => return Ok(Some(frame)),
                 Ok(None) => {}
                 Err(FrameError::TooLarge { size, max }) => {
-                    return Err(Error::MalformedFrame(format!("frame of {size} bytes exceeds frame_max {max}")));
+                    return Err(Error::MalformedFrame(format!(
+                        "frame of {size} bytes exceeds frame_max {max}"
+                    )));
                 }
                 Err(FrameError::Malformed(detail)) => return Err(Error::MalformedFrame(detail)),
             }
@@ -309,7 +362,11 @@ impl Session {
             match self.next_frame().await? {
                 Some(AMQPFrame::Method(0, AMQPClass::Connection(method))) => return Ok(method),
                 Some(AMQPFrame::Heartbeat) => continue,
-                Some(other) => return Err(Error::MalformedFrame(format!("unexpected frame during handshake: {other}"))),
+                Some(other) => {
+                    return Err(Error::MalformedFrame(format!(
+                        "unexpected frame during handshake: {other}"
+                    )));
+                }
                 None => return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
             }
         }
@@ -328,7 +385,8 @@ impl Session {
             }
 
             let reading = !self.blocked;
-            let can_take_outbound = self.writer.pending() < WRITE_HIGH_WATER && self.closing.is_none();
+            let can_take_outbound =
+                self.writer.pending() < WRITE_HIGH_WATER && self.closing.is_none();
             let close_deadline = self.closing.unwrap_or_else(Instant::now);
             let event = tokio::select! {
                 _ = shutdown.recv(), if self.closing.is_none() => Event::Shutdown,
@@ -345,7 +403,8 @@ impl Session {
 
             match event {
                 Event::Shutdown => {
-                    let exception = Exception::connection(AMQPHardError::CONNECTIONFORCED, "broker shutdown");
+                    let exception =
+                        Exception::connection(AMQPHardError::CONNECTIONFORCED, "broker shutdown");
                     self.close_connection(exception, 0, 0);
                 }
                 Event::Read(Ok(true)) => {}
@@ -360,7 +419,10 @@ impl Session {
                 Event::HeartbeatTick => self.on_heartbeat_tick()?,
                 Event::AlarmChanged => {}
                 Event::CloseTimedOut => {
-                    tracing::info!("client did not answer connection.close in time");
+                    tracing::info!(
+                        timeout_s = CLOSE_TIMEOUT.as_secs(),
+                        "client did not reply to connection.close in time"
+                    );
                     return Ok(());
                 }
             }
@@ -387,7 +449,10 @@ impl Session {
         }
         // While blocked the broker does not read, so the client cannot be judged by silence.
         if !self.blocked && self.reader.last_read.elapsed() > interval * 2 {
-            tracing::warn!(heartbeat_s = self.heartbeat, "missed heartbeats from client, closing connection");
+            tracing::warn!(
+                heartbeat_s = self.heartbeat,
+                "missed heartbeats from client, closing connection"
+            );
             return Err(Error::Io(std::io::ErrorKind::TimedOut.into()));
         }
         Ok(())
@@ -416,10 +481,15 @@ impl Session {
         if !should_block {
             self.reader.last_read = std::time::Instant::now();
         }
-        tracing::info!(blocked = should_block, "publishing connection flow changed by memory alarm");
+        tracing::info!(
+            blocked = should_block,
+            "publishing connection flow changed by memory alarm"
+        );
         if self.capabilities.connection_blocked {
             let method = if should_block {
-                connection::AMQPMethod::Blocked(connection::Blocked { reason: "low on memory".into() })
+                connection::AMQPMethod::Blocked(connection::Blocked {
+                    reason: "low on memory".into(),
+                })
             } else {
                 connection::AMQPMethod::Unblocked(connection::Unblocked {})
             };
@@ -434,7 +504,9 @@ impl Session {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return,
                 Err(FrameError::TooLarge { size, max }) => {
-                    let exception = Exception::frame_error(format!("frame of {size} bytes exceeds the negotiated frame_max {max}"));
+                    let exception = Exception::frame_error(format!(
+                        "frame of {size} bytes exceeds the negotiated frame_max {max}"
+                    ));
                     self.close_connection(exception, 0, 0);
                     self.finished = true;
                     return;
@@ -457,7 +529,12 @@ impl Session {
                 match method {
                     connection::AMQPMethod::CloseOk(_) => self.finished = true,
                     connection::AMQPMethod::Close(_) => {
-                        self.writer.push_method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                        self.writer.push_method(
+                            0,
+                            AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                                connection::CloseOk {},
+                            )),
+                        );
                         self.finished = true;
                     }
                     _ => {}
@@ -469,15 +546,32 @@ impl Session {
         match frame {
             AMQPFrame::Heartbeat => {}
             AMQPFrame::InvalidHeartbeat(channel) => {
-                self.close_connection(Exception::frame_error(format!("heartbeat frame on channel {channel}; heartbeats belong on channel 0")), 0, 0);
+                self.close_connection(
+                    Exception::frame_error(format!(
+                        "heartbeat frame on channel {channel}; heartbeats belong on channel 0"
+                    )),
+                    0,
+                    0,
+                );
             }
             AMQPFrame::ProtocolHeader(_) => {
-                self.close_connection(Exception::unexpected_frame("protocol header after the handshake"), 0, 0);
+                self.close_connection(
+                    Exception::unexpected_frame("protocol header after the handshake"),
+                    0,
+                    0,
+                );
             }
-            AMQPFrame::Method(0, AMQPClass::Connection(method)) => self.handle_connection_method(method),
+            AMQPFrame::Method(0, AMQPClass::Connection(method)) => {
+                self.handle_connection_method(method)
+            }
             AMQPFrame::Method(0, method) => {
-                let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
-                self.close_connection(Exception::channel_error("channel 0 carries only connection methods"), class_id, method_id);
+                let (class_id, method_id) =
+                    (method.get_amqp_class_id(), method.get_amqp_method_id());
+                self.close_connection(
+                    Exception::channel_error("channel 0 carries only connection methods"),
+                    class_id,
+                    method_id,
+                );
             }
             AMQPFrame::Method(channel, method) => self.handle_channel_method(channel, method),
             AMQPFrame::Header(channel, header) => self.handle_content_header(channel, header),
@@ -490,25 +584,39 @@ impl Session {
             connection::AMQPMethod::Close(close) => {
                 tracing::debug!(code = close.reply_code, text = %close.reply_text, "client closed the connection");
                 self.release_all();
-                self.writer.push_method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                self.writer.push_method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
                 self.finished = true;
             }
             connection::AMQPMethod::UpdateSecret(_) => {
                 let ok = connection::AMQPMethod::UpdateSecretOk(connection::UpdateSecretOk {});
                 self.writer.push_method(0, AMQPClass::Connection(ok));
             }
-            connection::AMQPMethod::Blocked(_) | connection::AMQPMethod::Unblocked(_) | connection::AMQPMethod::CloseOk(_) => {}
+            connection::AMQPMethod::Blocked(_)
+            | connection::AMQPMethod::Unblocked(_)
+            | connection::AMQPMethod::CloseOk(_) => {}
             other => {
                 let class = AMQPClass::Connection(other);
                 let (class_id, method_id) = (class.get_amqp_class_id(), class.get_amqp_method_id());
-                let exception = Exception::connection(AMQPHardError::COMMANDINVALID, "connection method not valid after the handshake");
+                let exception = Exception::connection(
+                    AMQPHardError::COMMANDINVALID,
+                    "connection method not valid after the handshake",
+                );
                 self.close_connection(exception, class_id, method_id);
             }
         }
     }
 
     /// Raises an exception: a soft error closes its channel, a hard error the connection.
-    pub(crate) fn raise(&mut self, channel: ChannelId, exception: Exception, class_id: u16, method_id: u16) {
+    pub(crate) fn raise(
+        &mut self,
+        channel: ChannelId,
+        exception: Exception,
+        class_id: u16,
+        method_id: u16,
+    ) {
         if exception.scope == Scope::Connection || channel == 0 {
             self.close_connection(exception, class_id, method_id);
             return;
@@ -524,7 +632,10 @@ impl Session {
             class_id,
             method_id,
         };
-        self.writer.push_method(channel, AMQPClass::Channel(amq_protocol::protocol::channel::AMQPMethod::Close(close)));
+        self.writer.push_method(
+            channel,
+            AMQPClass::Channel(amq_protocol::protocol::channel::AMQPMethod::Close(close)),
+        );
     }
 
     /// Sends connection.close, releases every channel and waits for close-ok.
@@ -545,7 +656,10 @@ impl Session {
             class_id,
             method_id,
         };
-        self.writer.push_method(0, AMQPClass::Connection(connection::AMQPMethod::Close(close)));
+        self.writer.push_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(close)),
+        );
     }
 
     /// Cancels the consumers of a channel and requeues its unacknowledged deliveries, marked
@@ -563,8 +677,10 @@ impl Session {
             self.shared.cancel(&consumer.queue, consumer_id);
         }
         self.settle_scratch.clear();
-        self.settle_scratch.extend(state.unacked.drain(..).map(|entry| entry.settle(true)));
-        self.shared.settle(&mut self.settle_scratch, &state.credit, &[]);
+        self.settle_scratch
+            .extend(state.unacked.drain(..).map(|entry| entry.settle(true)));
+        self.shared
+            .settle(&mut self.settle_scratch, &state.credit, &[]);
         self.shared.metrics.channels.dec();
         state.state = ChannelState::Closing;
     }
@@ -579,8 +695,16 @@ impl Session {
         // Deliveries still in the outbox never reached the client: put them back.
         self.outbox_rx.close();
         while let Ok(outbound) = self.outbox_rx.try_recv() {
-            if let Outbound::Deliver { consumer_id, no_ack, queue, message, .. } = outbound {
-                self.shared.return_undelivered(&queue, consumer_id, no_ack, message, None);
+            if let Outbound::Deliver {
+                consumer_id,
+                no_ack,
+                queue,
+                message,
+                ..
+            } = outbound
+            {
+                self.shared
+                    .return_undelivered(&queue, consumer_id, no_ack, message, None);
             }
         }
         self.shared.drop_connection_queues(self.id);
@@ -602,7 +726,10 @@ impl Session {
                     multiple: confirms.published - confirms.confirmed > 1,
                 };
                 confirms.confirmed = confirms.published;
-                self.writer.push_method(*id, AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Ack(ack)));
+                self.writer.push_method(
+                    *id,
+                    AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Ack(ack)),
+                );
             }
         }
     }
@@ -638,11 +765,20 @@ fn start_method() -> connection::Start {
     ] {
         capabilities.insert(capability.into(), AMQPValue::Boolean(true));
     }
-    capabilities.insert("exchange_exchange_bindings".into(), AMQPValue::Boolean(false));
+    capabilities.insert(
+        "exchange_exchange_bindings".into(),
+        AMQPValue::Boolean(false),
+    );
 
     let mut properties = FieldTable::default();
-    properties.insert("product".into(), AMQPValue::LongString(env!("CARGO_PKG_NAME").into()));
-    properties.insert("version".into(), AMQPValue::LongString(env!("CARGO_PKG_VERSION").into()));
+    properties.insert(
+        "product".into(),
+        AMQPValue::LongString(env!("CARGO_PKG_NAME").into()),
+    );
+    properties.insert(
+        "version".into(),
+        AMQPValue::LongString(env!("CARGO_PKG_VERSION").into()),
+    );
     properties.insert("platform".into(), AMQPValue::LongString("Rust".into()));
     properties.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
 
@@ -659,8 +795,16 @@ fn client_capabilities(properties: &FieldTable) -> ClientCapabilities {
     let Some(AMQPValue::FieldTable(capabilities)) = properties.inner().get("capabilities") else {
         return ClientCapabilities::default();
     };
-    let flag = |name: &str| matches!(capabilities.inner().get(name), Some(AMQPValue::Boolean(true)));
-    ClientCapabilities { consumer_cancel_notify: flag("consumer_cancel_notify"), connection_blocked: flag("connection.blocked") }
+    let flag = |name: &str| {
+        matches!(
+            capabilities.inner().get(name),
+            Some(AMQPValue::Boolean(true))
+        )
+    };
+    ClientCapabilities {
+        consumer_cancel_notify: flag("consumer_cancel_notify"),
+        connection_blocked: flag("connection.blocked"),
+    }
 }
 
 /// Parses a SASL PLAIN response: `authzid NUL authcid NUL password` (RFC 4616).
@@ -698,7 +842,10 @@ mod tests {
 
     #[test]
     fn plain_response_parsed() {
-        assert_eq!(parse_plain(b"\0guest\0secret"), Some(("guest".to_owned(), "secret".to_owned())));
+        assert_eq!(
+            parse_plain(b"\0guest\0secret"),
+            Some(("guest".to_owned(), "secret".to_owned()))
+        );
         assert_eq!(parse_plain(b"guest"), None);
     }
 
@@ -706,6 +853,9 @@ mod tests {
     fn amqplain_response_parsed() {
         let credentials = Credentials::new(LongString::from("user"), LongString::from("pw"));
         let response = credentials.sasl_auth_string(SASLMechanism::AMQPlain);
-        assert_eq!(parse_amqplain(response.as_bytes()), Some(("user".to_owned(), "pw".to_owned())));
+        assert_eq!(
+            parse_amqplain(response.as_bytes()),
+            Some(("user".to_owned(), "pw".to_owned()))
+        );
     }
 }

@@ -18,8 +18,11 @@ use crate::metrics::Metrics;
 use crate::queue::{ChannelCredit, ConnectionId, Consumer, Outbound, Queue, QueueRef};
 
 /// Exchanges that exist from start-up, as in RabbitMQ; the default exchange "" is implicit.
-const PREDECLARED_EXCHANGES: [(&str, ExchangeKind); 3] =
-    [("amq.direct", ExchangeKind::Direct), ("amq.fanout", ExchangeKind::Fanout), ("amq.topic", ExchangeKind::Topic)];
+const PREDECLARED_EXCHANGES: [(&str, ExchangeKind); 3] = [
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+];
 
 /// The broker state and the counters every session updates.
 #[derive(Debug)]
@@ -76,8 +79,8 @@ impl Shared {
     /// Creates the state with the predeclared exchanges, the telemetry exchange and the queue
     /// for invalid telemetry.
     // TODO: persistence. Durable exchanges, queues, bindings and persistent messages
-    // (delivery-mode 2) would be written to disk here and reloaded at start-up; today every
-    // restart starts from this empty state.
+    // (delivery-mode 2) would be written to disk and reloaded here at start-up. Until then
+    // every restart starts from this empty state.
     pub(crate) fn new(memory_high_watermark: u64) -> Self {
         let shared = Shared {
             state: Mutex::new(State::default()),
@@ -88,11 +91,19 @@ impl Shared {
         {
             let mut state = shared.lock();
             for (name, kind) in PREDECLARED_EXCHANGES {
-                state.exchanges.insert(name.to_owned(), Exchange::new(kind, true));
+                state
+                    .exchanges
+                    .insert(name.to_owned(), Exchange::new(kind, true));
             }
-            state.exchanges.insert(TELEMETRY_EXCHANGE.to_owned(), Exchange::new(ExchangeKind::Topic, true));
+            state.exchanges.insert(
+                TELEMETRY_EXCHANGE.to_owned(),
+                Exchange::new(ExchangeKind::Topic, true),
+            );
             let id = shared.next_id();
-            state.queues.insert(INVALID_QUEUE.to_owned(), Queue::new(id, Arc::from(INVALID_QUEUE), true, None, false));
+            state.queues.insert(
+                INVALID_QUEUE.to_owned(),
+                Queue::new(id, Arc::from(INVALID_QUEUE), true, None, false),
+            );
         }
         shared
     }
@@ -102,22 +113,35 @@ impl Shared {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().expect("broker state lock poisoned by a panic")
+        self.state
+            .lock()
+            .expect("broker state lock poisoned by a panic")
     }
 
-    pub(crate) fn declare_exchange(&self, name: &str, kind: ExchangeKind, options: ExchangeOptions) -> Result<(), Exception> {
+    pub(crate) fn declare_exchange(
+        &self,
+        name: &str,
+        kind: ExchangeKind,
+        options: ExchangeOptions,
+    ) -> Result<(), Exception> {
         let mut state = self.lock();
         if name.is_empty() {
             return if options.passive {
                 Ok(())
             } else {
-                Err(Exception::access_refused("operation not permitted on the default exchange"))
+                Err(Exception::access_refused(
+                    "operation not permitted on the default exchange",
+                ))
             };
         }
         match state.exchanges.get(name) {
             Some(_) if options.passive => Ok(()),
             Some(existing) => {
-                if existing.kind != kind || existing.durable != options.durable || existing.auto_delete != options.auto_delete || existing.internal != options.internal {
+                if existing.kind != kind
+                    || existing.durable != options.durable
+                    || existing.auto_delete != options.auto_delete
+                    || existing.internal != options.internal
+                {
                     return Err(Exception::precondition_failed(format!(
                         "inequivalent arguments for exchange '{name}': declared as type '{}' durable={} auto_delete={} internal={}",
                         existing.kind.as_str(),
@@ -128,7 +152,9 @@ impl Shared {
                 }
                 Ok(())
             }
-            None if options.passive => Err(Exception::not_found(format!("no exchange '{name}' in vhost '/'"))),
+            None if options.passive => Err(Exception::not_found(format!(
+                "no exchange '{name}' in vhost '/'"
+            ))),
             None if name.starts_with("amq.") => Err(Exception::access_refused(format!(
                 "exchange name '{name}' contains reserved prefix 'amq.*'"
             ))),
@@ -145,13 +171,15 @@ impl Shared {
     /// Deletes an exchange. Like RabbitMQ, deleting a missing exchange succeeds.
     pub(crate) fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), Exception> {
         if name.is_empty() || name.starts_with("amq.") {
-            return Err(Exception::access_refused(format!("operation not permitted on exchange '{name}'")));
+            return Err(Exception::access_refused(format!(
+                "operation not permitted on exchange '{name}'"
+            )));
         }
         let mut state = self.lock();
         match state.exchanges.get(name) {
-            Some(exchange) if if_unused && !exchange.bindings.is_empty() => {
-                Err(Exception::precondition_failed(format!("exchange '{name}' in vhost '/' in use")))
-            }
+            Some(exchange) if if_unused && !exchange.bindings.is_empty() => Err(
+                Exception::precondition_failed(format!("exchange '{name}' in vhost '/' in use")),
+            ),
             Some(_) => {
                 state.exchanges.remove(name);
                 Ok(())
@@ -160,12 +188,19 @@ impl Shared {
         }
     }
 
-    pub(crate) fn declare_queue(&self, connection: ConnectionId, name: &str, options: QueueOptions) -> Result<DeclaredQueue, Exception> {
+    pub(crate) fn declare_queue(
+        &self,
+        connection: ConnectionId,
+        name: &str,
+        options: QueueOptions,
+    ) -> Result<DeclaredQueue, Exception> {
         let mut state = self.lock();
         if let Some(queue) = state.queues.get(name) {
             check_owner(queue, connection)?;
             if !options.passive
-                && (queue.durable != options.durable || queue.owner.is_some() != options.exclusive || queue.auto_delete != options.auto_delete)
+                && (queue.durable != options.durable
+                    || queue.owner.is_some() != options.exclusive
+                    || queue.auto_delete != options.auto_delete)
             {
                 return Err(Exception::precondition_failed(format!(
                     "inequivalent arguments for queue '{name}' in vhost '/': declared durable={} exclusive={} auto_delete={}",
@@ -181,49 +216,102 @@ impl Shared {
             });
         }
         if options.passive {
-            return Err(Exception::not_found(format!("no queue '{name}' in vhost '/'")));
+            return Err(Exception::not_found(format!(
+                "no queue '{name}' in vhost '/'"
+            )));
         }
         if name.starts_with("amq.") {
-            return Err(Exception::access_refused(format!("queue name '{name}' contains reserved prefix 'amq.*'")));
+            return Err(Exception::access_refused(format!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
         }
 
-        let name: Arc<str> = if name.is_empty() { Arc::from(generated_name("amq.gen-")) } else { Arc::from(name) };
+        let name: Arc<str> = if name.is_empty() {
+            Arc::from(generated_name("amq.gen-"))
+        } else {
+            Arc::from(name)
+        };
         let owner = options.exclusive.then_some(connection);
-        let queue = Queue::new(self.next_id(), Arc::clone(&name), options.durable, owner, options.auto_delete);
+        let queue = Queue::new(
+            self.next_id(),
+            Arc::clone(&name),
+            options.durable,
+            owner,
+            options.auto_delete,
+        );
         state.queues.insert(name.to_string(), queue);
-        Ok(DeclaredQueue { name, message_count: 0, consumer_count: 0 })
+        Ok(DeclaredQueue {
+            name,
+            message_count: 0,
+            consumer_count: 0,
+        })
     }
 
-    pub(crate) fn bind_queue(&self, connection: ConnectionId, queue: &str, exchange: &str, key: &str) -> Result<(), Exception> {
+    pub(crate) fn bind_queue(
+        &self,
+        connection: ConnectionId,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+    ) -> Result<(), Exception> {
         let mut state = self.lock();
         let state = &mut *state;
-        let queue = state.queues.get(queue).ok_or_else(|| missing_queue(queue))?;
+        let queue = state
+            .queues
+            .get(queue)
+            .ok_or_else(|| missing_queue(queue))?;
         check_owner(queue, connection)?;
         if exchange.is_empty() {
-            return Err(Exception::access_refused("operation not permitted on the default exchange"));
+            return Err(Exception::access_refused(
+                "operation not permitted on the default exchange",
+            ));
         }
-        let target = state.exchanges.get_mut(exchange).ok_or_else(|| missing_exchange(exchange))?;
+        let target = state
+            .exchanges
+            .get_mut(exchange)
+            .ok_or_else(|| missing_exchange(exchange))?;
         target.bind(&queue.name, key);
         Ok(())
     }
 
-    pub(crate) fn unbind_queue(&self, connection: ConnectionId, queue: &str, exchange: &str, key: &str) -> Result<(), Exception> {
+    pub(crate) fn unbind_queue(
+        &self,
+        connection: ConnectionId,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+    ) -> Result<(), Exception> {
         let mut state = self.lock();
         let state = &mut *state;
-        let queue = state.queues.get(queue).ok_or_else(|| missing_queue(queue))?;
+        let queue = state
+            .queues
+            .get(queue)
+            .ok_or_else(|| missing_queue(queue))?;
         check_owner(queue, connection)?;
         if exchange.is_empty() {
-            return Err(Exception::access_refused("operation not permitted on the default exchange"));
+            return Err(Exception::access_refused(
+                "operation not permitted on the default exchange",
+            ));
         }
-        let target = state.exchanges.get_mut(exchange).ok_or_else(|| missing_exchange(exchange))?;
+        let target = state
+            .exchanges
+            .get_mut(exchange)
+            .ok_or_else(|| missing_exchange(exchange))?;
         target.unbind(&queue.name, key);
         Ok(())
     }
 
     /// Drops the ready messages of a queue; returns how many there were.
-    pub(crate) fn purge_queue(&self, connection: ConnectionId, name: &str) -> Result<u32, Exception> {
+    pub(crate) fn purge_queue(
+        &self,
+        connection: ConnectionId,
+        name: &str,
+    ) -> Result<u32, Exception> {
         let mut state = self.lock();
-        let queue = state.queues.get_mut(name).ok_or_else(|| missing_queue(name))?;
+        let queue = state
+            .queues
+            .get_mut(name)
+            .ok_or_else(|| missing_queue(name))?;
         check_owner(queue, connection)?;
         let count = queue.messages.len() as u32;
         queue.messages.clear();
@@ -232,17 +320,27 @@ impl Shared {
 
     /// Deletes a queue; returns its ready message count. Like RabbitMQ, deleting a missing
     /// queue succeeds with a count of 0.
-    pub(crate) fn delete_queue(&self, connection: ConnectionId, name: &str, if_unused: bool, if_empty: bool) -> Result<u32, Exception> {
+    pub(crate) fn delete_queue(
+        &self,
+        connection: ConnectionId,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u32, Exception> {
         let mut state = self.lock();
         let Some(queue) = state.queues.get(name) else {
             return Ok(0);
         };
         check_owner(queue, connection)?;
         if if_unused && !queue.consumers.is_empty() {
-            return Err(Exception::precondition_failed(format!("queue '{name}' in vhost '/' in use")));
+            return Err(Exception::precondition_failed(format!(
+                "queue '{name}' in vhost '/' in use"
+            )));
         }
         if if_empty && !queue.messages.is_empty() {
-            return Err(Exception::precondition_failed(format!("queue '{name}' in vhost '/' is not empty")));
+            return Err(Exception::precondition_failed(format!(
+                "queue '{name}' in vhost '/' is not empty"
+            )));
         }
         let count = queue.messages.len() as u32;
         self.remove_queue(&mut state, name);
@@ -259,7 +357,10 @@ impl Shared {
         }
         for consumer in queue.consumers {
             self.metrics.consumers.dec();
-            let notice = Outbound::ConsumerCancelled { channel: consumer.channel, consumer_id: consumer.id };
+            let notice = Outbound::ConsumerCancelled {
+                channel: consumer.channel,
+                consumer_id: consumer.id,
+            };
             // A closed outbox means the session is gone and has nothing to tell its client.
             let _ = consumer.outbox.send(notice);
         }
@@ -268,7 +369,13 @@ impl Shared {
 
     /// Routes a message through `exchange` and enqueues it; returns whether any queue took it.
     /// `scratch` is a reusable buffer for the matched queue names.
-    pub(crate) fn publish(&self, exchange: &str, routing_key: &str, message: Arc<Message>, scratch: &mut Vec<Arc<str>>) -> Result<bool, Exception> {
+    pub(crate) fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: Arc<Message>,
+        scratch: &mut Vec<Arc<str>>,
+    ) -> Result<bool, Exception> {
         let mut state = self.lock();
         let state = &mut *state;
         self.metrics.published.inc();
@@ -283,9 +390,14 @@ impl Shared {
             });
         }
 
-        let source = state.exchanges.get(exchange).ok_or_else(|| missing_exchange(exchange))?;
+        let source = state
+            .exchanges
+            .get(exchange)
+            .ok_or_else(|| missing_exchange(exchange))?;
         if source.internal {
-            return Err(Exception::access_refused(format!("cannot publish to internal exchange '{exchange}' in vhost '/'")));
+            return Err(Exception::access_refused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '/'"
+            )));
         }
         scratch.clear();
         source.route(routing_key, scratch);
@@ -306,22 +418,37 @@ impl Shared {
         self.metrics.invalid.inc();
         match state.queues.get_mut(INVALID_QUEUE) {
             Some(queue) => self.enqueue(queue, message),
-            None => tracing::error!(queue = INVALID_QUEUE, "invalid telemetry dropped because its queue was deleted"),
+            None => tracing::error!(
+                queue = INVALID_QUEUE,
+                "invalid telemetry dropped because its queue was deleted"
+            ),
         }
     }
 
     fn enqueue(&self, queue: &mut Queue, message: Arc<Message>) {
-        queue.messages.push_back(QueuedMessage { message, redelivered: false });
+        queue.messages.push_back(QueuedMessage {
+            message,
+            redelivered: false,
+        });
         queue.dispatch(&self.metrics);
     }
 
     /// Attaches a consumer and starts dispatching to it.
-    pub(crate) fn consume(&self, queue_name: &str, consumer: Consumer) -> Result<QueueRef, Exception> {
+    pub(crate) fn consume(
+        &self,
+        queue_name: &str,
+        consumer: Consumer,
+    ) -> Result<QueueRef, Exception> {
         let mut state = self.lock();
-        let queue = state.queues.get_mut(queue_name).ok_or_else(|| missing_queue(queue_name))?;
+        let queue = state
+            .queues
+            .get_mut(queue_name)
+            .ok_or_else(|| missing_queue(queue_name))?;
         check_owner(queue, consumer.connection)?;
         if queue.has_exclusive_consumer() {
-            return Err(Exception::access_refused(format!("queue '{queue_name}' in vhost '/' in exclusive use")));
+            return Err(Exception::access_refused(format!(
+                "queue '{queue_name}' in vhost '/' in exclusive use"
+            )));
         }
         if consumer.exclusive && !queue.consumers.is_empty() {
             return Err(Exception::access_refused(format!(
@@ -338,7 +465,11 @@ impl Shared {
     /// last consumer. Unacknowledged deliveries stay with the channel.
     pub(crate) fn cancel(&self, queue: &QueueRef, consumer_id: u64) {
         let mut state = self.lock();
-        let Some(target) = state.queues.get_mut(&*queue.name).filter(|target| target.id == queue.id) else {
+        let Some(target) = state
+            .queues
+            .get_mut(&*queue.name)
+            .filter(|target| target.id == queue.id)
+        else {
             return;
         };
         if target.remove_consumer(consumer_id).is_some() {
@@ -350,28 +481,48 @@ impl Shared {
     }
 
     /// Takes the first ready message for basic.get; returns it with the count left behind.
-    pub(crate) fn get(&self, connection: ConnectionId, name: &str) -> Result<Option<(QueuedMessage, QueueRef, u32)>, Exception> {
+    pub(crate) fn get(
+        &self,
+        connection: ConnectionId,
+        name: &str,
+    ) -> Result<Option<(QueuedMessage, QueueRef, u32)>, Exception> {
         let mut state = self.lock();
-        let queue = state.queues.get_mut(name).ok_or_else(|| missing_queue(name))?;
+        let queue = state
+            .queues
+            .get_mut(name)
+            .ok_or_else(|| missing_queue(name))?;
         check_owner(queue, connection)?;
         let Some(message) = queue.messages.pop_front() else {
             return Ok(None);
         };
         self.metrics.delivered.inc();
-        Ok(Some((message, queue.reference(), queue.messages.len() as u32)))
+        Ok(Some((
+            message,
+            queue.reference(),
+            queue.messages.len() as u32,
+        )))
     }
 
     /// Settles deliveries of one channel: acknowledged ones are dropped, requeued ones go
     /// back to the front of their queue marked redelivered, in their original order.
     /// Then dispatches the queues in `wake`, whose consumers may have regained credit.
-    pub(crate) fn settle(&self, settled: &mut Vec<Settled>, credit: &ChannelCredit, wake: &[QueueRef]) {
+    pub(crate) fn settle(
+        &self,
+        settled: &mut Vec<Settled>,
+        credit: &ChannelCredit,
+        wake: &[QueueRef],
+    ) {
         let mut state = self.lock();
         for entry in settled.iter_mut().rev() {
             self.metrics.unacked.dec();
             if entry.consumer_id.is_some() {
                 credit.unacked.fetch_sub(1, Ordering::Relaxed);
             }
-            let Some(queue) = state.queues.get_mut(&*entry.queue.name).filter(|queue| queue.id == entry.queue.id) else {
+            let Some(queue) = state
+                .queues
+                .get_mut(&*entry.queue.name)
+                .filter(|queue| queue.id == entry.queue.id)
+            else {
                 continue;
             };
             if let Some(consumer_id) = entry.consumer_id {
@@ -380,7 +531,10 @@ impl Shared {
             if entry.requeue
                 && let Some(message) = entry.message.take()
             {
-                queue.messages.push_front(QueuedMessage { message, redelivered: true });
+                queue.messages.push_front(QueuedMessage {
+                    message,
+                    redelivered: true,
+                });
                 self.metrics.redelivered.inc();
             }
         }
@@ -390,12 +544,20 @@ impl Shared {
                 continue;
             }
             last_dispatched = Some(entry.queue.id);
-            if let Some(queue) = state.queues.get_mut(&*entry.queue.name).filter(|queue| queue.id == entry.queue.id) {
+            if let Some(queue) = state
+                .queues
+                .get_mut(&*entry.queue.name)
+                .filter(|queue| queue.id == entry.queue.id)
+            {
                 queue.dispatch(&self.metrics);
             }
         }
         for queue in wake {
-            if let Some(queue) = state.queues.get_mut(&*queue.name).filter(|target| target.id == queue.id) {
+            if let Some(queue) = state
+                .queues
+                .get_mut(&*queue.name)
+                .filter(|target| target.id == queue.id)
+            {
                 queue.dispatch(&self.metrics);
             }
         }
@@ -406,7 +568,14 @@ impl Shared {
 
     /// Puts back a delivery that never reached its client (its channel or consumer was gone
     /// when the session took it from the outbox), keeping its redelivered flag.
-    pub(crate) fn return_undelivered(&self, queue: &QueueRef, consumer_id: u64, no_ack: bool, message: QueuedMessage, credit: Option<&ChannelCredit>) {
+    pub(crate) fn return_undelivered(
+        &self,
+        queue: &QueueRef,
+        consumer_id: u64,
+        no_ack: bool,
+        message: QueuedMessage,
+        credit: Option<&ChannelCredit>,
+    ) {
         let mut state = self.lock();
         if !no_ack {
             self.metrics.unacked.dec();
@@ -414,7 +583,11 @@ impl Shared {
                 credit.unacked.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        if let Some(target) = state.queues.get_mut(&*queue.name).filter(|target| target.id == queue.id) {
+        if let Some(target) = state
+            .queues
+            .get_mut(&*queue.name)
+            .filter(|target| target.id == queue.id)
+        {
             target.release_credit(consumer_id);
             target.messages.push_front(message);
             target.dispatch(&self.metrics);
@@ -439,14 +612,23 @@ impl Shared {
     pub(crate) fn wake(&self, queues: &[QueueRef]) {
         let mut state = self.lock();
         for queue in queues {
-            if let Some(target) = state.queues.get_mut(&*queue.name).filter(|target| target.id == queue.id) {
+            if let Some(target) = state
+                .queues
+                .get_mut(&*queue.name)
+                .filter(|target| target.id == queue.id)
+            {
                 target.dispatch(&self.metrics);
             }
         }
     }
 
     /// Sets the channel-wide prefetch limit and dispatches queues that may now deliver more.
-    pub(crate) fn set_global_prefetch(&self, credit: &ChannelCredit, prefetch: u32, queues: &[QueueRef]) {
+    pub(crate) fn set_global_prefetch(
+        &self,
+        credit: &ChannelCredit,
+        prefetch: u32,
+        queues: &[QueueRef],
+    ) {
         credit.global_prefetch.store(prefetch, Ordering::Relaxed);
         self.wake(queues);
     }
@@ -456,7 +638,11 @@ impl Shared {
         let mut depths: Vec<QueueDepth> = state
             .queues
             .values()
-            .map(|queue| QueueDepth { name: Arc::clone(&queue.name), ready: queue.messages.len(), consumers: queue.consumers.len() })
+            .map(|queue| QueueDepth {
+                name: Arc::clone(&queue.name),
+                ready: queue.messages.len(),
+                consumers: queue.consumers.len(),
+            })
             .collect();
         depths.sort_by(|a, b| a.name.cmp(&b.name));
         depths

@@ -19,7 +19,9 @@ async fn run_client(command: &mut Command, what: &str) -> Output {
     let output = tokio::time::timeout(WAIT * 3, command.output())
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish within {:?}", WAIT * 3))
-        .unwrap_or_else(|err| panic!("failed to start {what} ({err}); install it with scripts/install-deps.sh"));
+        .unwrap_or_else(|err| {
+            panic!("failed to start {what} ({err}); install it with scripts/install-deps.sh")
+        });
     assert!(
         output.status.success(),
         "{what} failed with {}\nstdout: {}\nstderr: {}",
@@ -34,7 +36,9 @@ async fn run_client(command: &mut Command, what: &str) -> Output {
 async fn pika_publishes_and_consumes() {
     let broker = TestBroker::start().await;
     let output = run_client(
-        Command::new("python3").arg(clients_dir().join("pika_roundtrip.py")).args([&broker.url(), "pika-queue", "from pika"]),
+        Command::new("python3")
+            .arg(clients_dir().join("pika_roundtrip.py"))
+            .args([&broker.url(), "pika-queue", "from pika"]),
         "pika client",
     )
     .await;
@@ -53,7 +57,10 @@ async fn amqplib_publishes_and_consumes() {
         "amqplib client",
     )
     .await;
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "from amqplib");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "from amqplib"
+    );
 }
 
 #[tokio::test]
@@ -66,18 +73,37 @@ async fn amqp_tools_publish_get_and_consume() {
 
     for body in ["first", "second"] {
         run_client(
-            Command::new("amqp-publish").args(["--url", &url, "--routing-key", "tools-queue", "--body", body]),
+            Command::new("amqp-publish").args([
+                "--url",
+                &url,
+                "--routing-key",
+                "tools-queue",
+                "--body",
+                body,
+            ]),
             "amqp-publish",
         )
         .await;
     }
 
-    let got = run_client(Command::new("amqp-get").args(["--url", &url, "--queue", "tools-queue"]), "amqp-get").await;
+    let got = run_client(
+        Command::new("amqp-get").args(["--url", &url, "--queue", "tools-queue"]),
+        "amqp-get",
+    )
+    .await;
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "first");
 
     // amqp-consume runs `cat` once per message and stops after --count messages.
     let consumed = run_client(
-        Command::new("amqp-consume").args(["--url", &url, "--queue", "tools-queue", "--count", "1", "cat"]),
+        Command::new("amqp-consume").args([
+            "--url",
+            &url,
+            "--queue",
+            "tools-queue",
+            "--count",
+            "1",
+            "cat",
+        ]),
         "amqp-consume",
     )
     .await;

@@ -3,13 +3,22 @@
 mod common;
 
 use common::*;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 
 /// Ready (undelivered) messages of `queue`, read with a passive queue.declare.
 async fn ready_count(channel: &lapin::Channel, queue: &str) -> u32 {
-    let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-    channel.queue_declare(queue.into(), options, FieldTable::default()).await.expect("passive declare").message_count()
+    let options = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await
+        .expect("passive declare")
+        .message_count()
 }
 
 #[tokio::test]
@@ -40,7 +49,10 @@ async fn prefetch_limits_unacked_deliveries() {
     let publisher = confirm_channel(&connection).await;
     declare(&publisher, "limited").await;
     let channel = connection.create_channel().await.expect("channel");
-    channel.basic_qos(2, BasicQosOptions::default()).await.expect("basic.qos");
+    channel
+        .basic_qos(2, BasicQosOptions::default())
+        .await
+        .expect("basic.qos");
     let mut consumer = consume(&channel, "limited", "slow").await;
 
     for index in 0..5 {
@@ -50,9 +62,17 @@ async fn prefetch_limits_unacked_deliveries() {
     let second = next_delivery(&mut consumer).await;
     assert_eq!(first.data, b"m0");
     assert_eq!(second.data, b"m1");
-    assert_eq!(ready_count(&publisher, "limited").await, 3, "prefetch 2 leaves 3 of 5 in the queue");
+    assert_eq!(
+        ready_count(&publisher, "limited").await,
+        3,
+        "prefetch 2 leaves 3 of 5 in the queue"
+    );
 
-    first.acker.ack(BasicAckOptions::default()).await.expect("ack");
+    first
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
     let third = next_delivery(&mut consumer).await;
     assert_eq!(third.data, b"m2");
     assert_eq!(ready_count(&publisher, "limited").await, 2);
@@ -66,7 +86,10 @@ async fn global_prefetch_shared_by_channel_consumers() {
     declare(&publisher, "global-a").await;
     declare(&publisher, "global-b").await;
     let channel = connection.create_channel().await.expect("channel");
-    channel.basic_qos(1, BasicQosOptions { global: true }).await.expect("basic.qos global");
+    channel
+        .basic_qos(1, BasicQosOptions { global: true })
+        .await
+        .expect("basic.qos global");
     let mut consumer_a = consume(&channel, "global-a", "a").await;
     let _consumer_b = consume(&channel, "global-b", "b").await;
 
@@ -74,7 +97,11 @@ async fn global_prefetch_shared_by_channel_consumers() {
     assert!(publish_confirmed(&publisher, "", "global-b", b"b1").await);
     let delivery = next_delivery(&mut consumer_a).await;
     assert_eq!(delivery.data, b"a1");
-    assert_eq!(ready_count(&publisher, "global-b").await, 1, "the channel-wide limit of 1 is taken by a1");
+    assert_eq!(
+        ready_count(&publisher, "global-b").await,
+        1,
+        "the channel-wide limit of 1 is taken by a1"
+    );
 }
 
 #[tokio::test]
@@ -88,17 +115,39 @@ async fn nack_and_reject_requeue_redelivered() {
 
     let first = next_delivery(&mut consumer).await;
     assert!(!first.redelivered);
-    first.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await.expect("nack");
+    first
+        .acker
+        .nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        })
+        .await
+        .expect("nack");
 
     let second = next_delivery(&mut consumer).await;
     assert_eq!(second.data, b"again");
-    assert!(second.redelivered, "a nacked and requeued message is marked redelivered");
-    second.acker.reject(BasicRejectOptions { requeue: true }).await.expect("reject");
+    assert!(
+        second.redelivered,
+        "a nacked and requeued message is marked redelivered"
+    );
+    second
+        .acker
+        .reject(BasicRejectOptions { requeue: true })
+        .await
+        .expect("reject");
 
     let third = next_delivery(&mut consumer).await;
     assert!(third.redelivered);
-    third.acker.reject(BasicRejectOptions { requeue: false }).await.expect("reject without requeue");
-    assert_eq!(ready_count(&channel, "retry").await, 0, "reject without requeue drops the message");
+    third
+        .acker
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .expect("reject without requeue");
+    assert_eq!(
+        ready_count(&channel, "retry").await,
+        0,
+        "reject without requeue drops the message"
+    );
 }
 
 #[tokio::test]
@@ -114,7 +163,10 @@ async fn closed_channel_requeues_unacked() {
     let mut consumer = consume(&leaving, "handover", "leaving").await;
     assert_eq!(next_delivery(&mut consumer).await.data, b"one");
     assert_eq!(next_delivery(&mut consumer).await.data, b"two");
-    leaving.close(200, "done".into()).await.expect("closing the channel");
+    leaving
+        .close(200, "done".into())
+        .await
+        .expect("closing the channel");
 
     let other_connection = broker.connect().await;
     let staying = other_connection.create_channel().await.expect("channel");
@@ -139,9 +191,15 @@ async fn closed_connection_requeues_unacked() {
     let channel = leaving.create_channel().await.expect("channel");
     let mut consumer = consume(&channel, "orphaned", "leaving").await;
     assert_eq!(next_delivery(&mut consumer).await.data, b"payload");
-    leaving.close(200, "bye".into()).await.expect("closing the connection");
+    leaving
+        .close(200, "bye".into())
+        .await
+        .expect("closing the connection");
 
-    let successor_channel = publisher_connection.create_channel().await.expect("channel");
+    let successor_channel = publisher_connection
+        .create_channel()
+        .await
+        .expect("channel");
     let mut successor = consume(&successor_channel, "orphaned", "successor").await;
     let delivery = next_delivery(&mut successor).await;
     assert_eq!(delivery.data, b"payload");
@@ -163,9 +221,19 @@ async fn multiple_ack_settles_all_earlier() {
         last = Some(next_delivery(&mut consumer).await);
     }
     let last = last.expect("three deliveries");
-    last.acker.ack(BasicAckOptions { multiple: true }).await.expect("multiple ack");
-    channel.close(200, "done".into()).await.expect("closing the channel");
+    last.acker
+        .ack(BasicAckOptions { multiple: true })
+        .await
+        .expect("multiple ack");
+    channel
+        .close(200, "done".into())
+        .await
+        .expect("closing the channel");
 
     let check = connection.create_channel().await.expect("channel");
-    assert_eq!(ready_count(&check, "batch").await, 0, "nothing is requeued after a multiple ack");
+    assert_eq!(
+        ready_count(&check, "batch").await,
+        0,
+        "nothing is requeued after a multiple ack"
+    );
 }

@@ -4,21 +4,33 @@ mod common;
 
 use common::*;
 use lapin::options::{
-    BasicCancelOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicCancelOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, ExchangeKind};
 
 async fn exchange(channel: &lapin::Channel, name: &str, kind: ExchangeKind) {
     channel
-        .exchange_declare(name.into(), kind, ExchangeDeclareOptions::default(), FieldTable::default())
+        .exchange_declare(
+            name.into(),
+            kind,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .expect("declaring an exchange");
 }
 
 async fn bind(channel: &lapin::Channel, queue: &str, exchange: &str, key: &str) {
     channel
-        .queue_bind(queue.into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .expect("binding a queue");
 }
@@ -28,8 +40,14 @@ async fn drain(channel: &lapin::Channel, queue: &str) -> Vec<String> {
     let mut bodies = Vec::new();
     for _ in 0..100 {
         let options = BasicGetOptions { no_ack: true };
-        match channel.basic_get(queue.into(), options).await.expect("basic.get") {
-            Some(message) => bodies.push(String::from_utf8(message.delivery.data).expect("UTF-8 body")),
+        match channel
+            .basic_get(queue.into(), options)
+            .await
+            .expect("basic.get")
+        {
+            Some(message) => {
+                bodies.push(String::from_utf8(message.delivery.data).expect("UTF-8 body"))
+            }
             None => break,
         }
     }
@@ -59,7 +77,10 @@ async fn topic_exchange_matches_patterns() {
     for key in ["gpu.0.util", "gpu.0.temp", "host"] {
         assert!(publish_confirmed(&channel, "metrics", key, key.as_bytes()).await);
     }
-    assert_eq!(drain(&channel, "all").await, ["gpu.0.util", "gpu.0.temp", "host"]);
+    assert_eq!(
+        drain(&channel, "all").await,
+        ["gpu.0.util", "gpu.0.temp", "host"]
+    );
     assert_eq!(drain(&channel, "gpu-util").await, ["gpu.0.util"]);
     assert_eq!(drain(&channel, "one-word").await, ["host"]);
 }
@@ -91,20 +112,38 @@ async fn exclusive_server_named_queue_deleted_on_close() {
     let broker = TestBroker::start().await;
     let owner = broker.connect().await;
     let owner_channel = owner.create_channel().await.expect("channel");
-    let options = QueueDeclareOptions { exclusive: true, ..QueueDeclareOptions::default() };
-    let queue = owner_channel.queue_declare("".into(), options, FieldTable::default()).await.expect("declaring");
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let queue = owner_channel
+        .queue_declare("".into(), options, FieldTable::default())
+        .await
+        .expect("declaring");
     let name = queue.name().as_str().to_owned();
     assert!(name.starts_with("amq.gen-"), "server-named queue: {name}");
 
     let other = broker.connect().await;
     let other_channel = other.create_channel().await.expect("channel");
-    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-    let locked = other_channel.queue_declare(name.as_str().into(), passive, FieldTable::default()).await.expect_err("locked");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let locked = other_channel
+        .queue_declare(name.as_str().into(), passive, FieldTable::default())
+        .await
+        .expect_err("locked");
     assert_eq!(protocol_code(&locked), Some(405), "{locked}");
 
-    owner.close(200, "bye".into()).await.expect("closing the owner");
+    owner
+        .close(200, "bye".into())
+        .await
+        .expect("closing the owner");
     let check = other.create_channel().await.expect("channel");
-    let gone = check.queue_declare(name.as_str().into(), passive, FieldTable::default()).await.expect_err("deleted");
+    let gone = check
+        .queue_declare(name.as_str().into(), passive, FieldTable::default())
+        .await
+        .expect_err("deleted");
     assert_eq!(protocol_code(&gone), Some(404), "{gone}");
 }
 
@@ -113,13 +152,28 @@ async fn auto_delete_queue_deleted_after_last_cancel() {
     let broker = TestBroker::start().await;
     let connection = broker.connect().await;
     let channel = connection.create_channel().await.expect("channel");
-    let options = QueueDeclareOptions { auto_delete: true, ..QueueDeclareOptions::default() };
-    channel.queue_declare("transient".into(), options, FieldTable::default()).await.expect("declaring");
+    let options = QueueDeclareOptions {
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare("transient".into(), options, FieldTable::default())
+        .await
+        .expect("declaring");
     let _consumer = consume(&channel, "transient", "only").await;
-    channel.basic_cancel("only".into(), BasicCancelOptions::default()).await.expect("cancelling");
+    channel
+        .basic_cancel("only".into(), BasicCancelOptions::default())
+        .await
+        .expect("cancelling");
 
-    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-    let gone = channel.queue_declare("transient".into(), passive, FieldTable::default()).await.expect_err("deleted");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let gone = channel
+        .queue_declare("transient".into(), passive, FieldTable::default())
+        .await
+        .expect_err("deleted");
     assert_eq!(protocol_code(&gone), Some(404), "{gone}");
 }
 
@@ -128,12 +182,27 @@ async fn passive_declare_of_missing_queue_closes_channel() {
     let broker = TestBroker::start().await;
     let connection = broker.connect().await;
     let channel = connection.create_channel().await.expect("channel");
-    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-    let error = channel.queue_declare("missing".into(), passive, FieldTable::default()).await.expect_err("missing queue");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let error = channel
+        .queue_declare("missing".into(), passive, FieldTable::default())
+        .await
+        .expect_err("missing queue");
     assert_eq!(protocol_code(&error), Some(404), "{error}");
-    assert!(!channel.status().connected(), "a soft error closes the channel");
-    assert!(connection.status().connected(), "a soft error keeps the connection");
-    connection.create_channel().await.expect("the connection still opens channels");
+    assert!(
+        !channel.status().connected(),
+        "a soft error closes the channel"
+    );
+    assert!(
+        connection.status().connected(),
+        "a soft error keeps the connection"
+    );
+    connection
+        .create_channel()
+        .await
+        .expect("the connection still opens channels");
 }
 
 #[tokio::test]
@@ -141,14 +210,31 @@ async fn mandatory_unroutable_returned() {
     let broker = TestBroker::start().await;
     let connection = broker.connect().await;
     let channel = confirm_channel(&connection).await;
-    let options = BasicPublishOptions { mandatory: true, immediate: false };
+    let options = BasicPublishOptions {
+        mandatory: true,
+        immediate: false,
+    };
     let confirm = channel
-        .basic_publish("amq.direct".into(), "nobody".into(), options, b"lost", BasicProperties::default())
+        .basic_publish(
+            "amq.direct".into(),
+            "nobody".into(),
+            options,
+            b"lost",
+            BasicProperties::default(),
+        )
         .await
         .expect("publishing");
-    let confirmation = tokio::time::timeout(WAIT, confirm).await.expect("confirm timed out").expect("confirm");
-    assert!(confirmation.is_ack(), "an unroutable message is still confirmed");
-    let returned = confirmation.take_message().expect("basic.return for a mandatory unroutable message");
+    let confirmation = tokio::time::timeout(WAIT, confirm)
+        .await
+        .expect("confirm timed out")
+        .expect("confirm");
+    assert!(
+        confirmation.is_ack(),
+        "an unroutable message is still confirmed"
+    );
+    let returned = confirmation
+        .take_message()
+        .expect("basic.return for a mandatory unroutable message");
     assert_eq!(returned.reply_code, 312);
     assert_eq!(returned.delivery.data, b"lost");
 }
@@ -156,7 +242,11 @@ async fn mandatory_unroutable_returned() {
 #[tokio::test]
 async fn wrong_password_refused() {
     let broker = TestBroker::start().await;
-    let result = lapin::Connection::connect(&broker.url_for("guest", "wrong"), lapin::ConnectionProperties::default()).await;
+    let result = lapin::Connection::connect(
+        &broker.url_for("guest", "wrong"),
+        lapin::ConnectionProperties::default(),
+    )
+    .await;
     let error = result.expect_err("a wrong password must be refused");
     assert_eq!(protocol_code(&error), Some(403), "{error}");
 }
@@ -164,7 +254,10 @@ async fn wrong_password_refused() {
 #[tokio::test]
 async fn body_larger_than_frame_max_round_trips() {
     // 8192 is the smallest frame_max lapin negotiates.
-    let config = telemetry_broker::Config { frame_max: 8192, ..telemetry_broker::Config::ephemeral() };
+    let config = telemetry_broker::Config {
+        frame_max: 8192,
+        ..telemetry_broker::Config::ephemeral()
+    };
     let broker = TestBroker::start_with(config).await;
     let connection = broker.connect().await;
     let channel = confirm_channel(&connection).await;
