@@ -51,17 +51,18 @@ fi
 
 # --- 2. lint -------------------------------------------------------------------------------
 values_sets=(default all-features)
-values_args() {
-    case "$1" in
-        default) ;;
-        all-features) echo "--values $chart/ci/all-features-values.yaml" ;;
-    esac
+# Sets values_args to the helm arguments of one values set.
+select_values() {
+    values_args=()
+    if [ "$1" = all-features ]; then
+        values_args=(--values "$chart/ci/all-features-values.yaml")
+    fi
 }
 
 for set in "${values_sets[@]}"; do
     step "helm lint --strict ($set values)"
-    # shellcheck disable=SC2046 # values_args prints zero or two words
-    if ! "$helm" lint --strict --kube-version "$kube_version" $(values_args "$set") "$chart" >"$work/lint-$set.log" 2>&1; then
+    select_values "$set"
+    if ! "$helm" lint --strict --kube-version "$kube_version" "${values_args[@]}" "$chart" >"$work/lint-$set.log" 2>&1; then
         cat "$work/lint-$set.log" >&2
         fail "helm lint --strict failed with the $set values"
     fi
@@ -71,9 +72,9 @@ done
 render() {
     local set=$1 out=$2
     shift 2
-    # shellcheck disable=SC2046
+    select_values "$set"
     "$helm" template telemetry "$chart" --namespace telemetry --include-crds \
-        --kube-version "$kube_version" $(values_args "$set") "$@" >"$out"
+        --kube-version "$kube_version" "${values_args[@]}" "$@" >"$out"
 }
 
 # Splits a rendering into built-in kinds (written to $3) and CRD-served kinds, which it checks
