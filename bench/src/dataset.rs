@@ -72,6 +72,56 @@ pub fn repeat_csv(source: &Path, target: &Path, rows: u64) -> Result<u64> {
     Ok(written)
 }
 
+/// Shape of an export written by `telemetry-producer generate`.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportShape {
+    pub hosts: u32,
+    pub gpus_per_host: u32,
+    /// Scrapes of every GPU; each writes ten rows (one per DCGM field) per GPU.
+    pub samples: u32,
+    pub seed: u64,
+}
+
+/// Writes a synthetic export with the producer's generator and returns its data row count.
+pub fn generate_export(producer: &Path, target: &Path, shape: &ExportShape) -> Result<u64> {
+    let output = std::process::Command::new(producer)
+        .args(["generate", "--hosts", &shape.hosts.to_string(), "--gpus", &shape.gpus_per_host.to_string()])
+        .args(["--samples", &shape.samples.to_string(), "--seed", &shape.seed.to_string(), "--out"])
+        .arg(target)
+        .env("RUST_LOG", "warn")
+        .output()
+        .map_err(|source| Error::Spawn { program: producer.display().to_string(), source })?;
+    if !output.status.success() {
+        return Err(Error::Check(format!(
+            "`{} generate` failed with {}: {}",
+            producer.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    let rows = count_data_lines(target)?;
+    let expected = u64::from(shape.hosts) * u64::from(shape.gpus_per_host) * u64::from(shape.samples) * 10;
+    if rows != expected {
+        return Err(Error::Dataset { path: target.to_owned(), reason: format!("{rows} data rows, expected {expected}") });
+    }
+    Ok(rows)
+}
+
+/// Reads an export and builds the documents the consumer stores for it, in file order, with
+/// the ids the producer assigns (`<run-id>:<line>`).
+pub fn load_documents(path: &Path, run_id: &str) -> Result<Vec<mongodb::bson::Document>> {
+    let file = std::fs::File::open(path).map_err(Error::io(format!("opening {}", path.display())))?;
+    let mut documents = Vec::new();
+    for row in DcgmReader::new(BufReader::new(file)) {
+        let row = row.map_err(|err| Error::Dataset { path: path.to_owned(), reason: err.to_string() })?;
+        let id = format!("{run_id}:{}", row.line);
+        let document = telemetry_consumer::document::to_document(&id, &row.record)
+            .map_err(|err| Error::Dataset { path: path.to_owned(), reason: err.to_string() })?;
+        documents.push(document);
+    }
+    Ok(documents)
+}
+
 /// Counts the data rows of a CSV file, header excluded.
 pub fn count_data_lines(path: &Path) -> Result<u64> {
     let file = std::fs::File::open(path).map_err(Error::io(format!("opening {}", path.display())))?;

@@ -35,15 +35,19 @@ impl Footprint {
 
     /// Records the memory of `process` after the load of `section`.
     pub fn loaded(&mut self, process: &ManagedProcess, section: &str) {
-        let memory = process.memory();
-        let open = self.entries.iter_mut().rev().find(|entry| entry.component == process.name() && entry.loaded.is_none());
+        self.loaded_reading(process.name(), section, process.memory());
+    }
+
+    /// Records a reading taken earlier, for a process that exits when its work is done.
+    pub fn loaded_reading(&mut self, component: &str, section: &str, memory: Option<Memory>) {
+        let open = self.entries.iter_mut().rev().find(|entry| entry.component == component && entry.loaded.is_none());
         match open {
             Some(entry) => {
                 entry.loaded = memory;
                 entry.section = section.to_owned();
             }
             None => self.entries.push(Entry {
-                component: process.name().to_owned(),
+                component: component.to_owned(),
                 section: section.to_owned(),
                 idle: None,
                 loaded: memory,

@@ -11,14 +11,13 @@ use std::time::{Duration, Instant};
 
 use mongodb::bson::Document;
 use mongodb::{Client, Collection};
-use telemetry_core::DcgmReader;
 use telemetry_core::contract::{self, env};
 
 use crate::Counts;
-use crate::amqp;
+use crate::{amqp, dataset};
 use crate::error::{Error, Result};
 use crate::footprint::Footprint;
-use crate::process::{ManagedProcess, free_port};
+use crate::process::{ManagedProcess, Memory, free_port};
 use crate::report::{Table, group_thousands, per_second, ratio};
 use crate::servers::{Binaries, BuiltinBroker, MongoServer, MongoServerKind};
 use crate::stats::rate;
@@ -57,7 +56,7 @@ pub async fn run(
         &["path", "consumer batch", "prefetch", "rows", "rows/s", "vs insert_many ceiling"],
     );
 
-    let batches = load_documents(&csv.path)?;
+    let batches = dataset::load_documents(&csv.path, RUN_ID)?;
     let mut ceilings = Vec::new();
     for batch_size in BATCH_SIZES {
         let database = format!("bench_ceiling_{batch_size}");
@@ -126,36 +125,9 @@ fn generate_export(binaries: &Binaries, work_dir: &Path, rows: u64) -> Result<Ex
     let rows_per_sample = u64::from(HOSTS * GPUS_PER_HOST) * 10;
     let samples = u32::try_from(rows.div_ceil(rows_per_sample).max(1)).unwrap_or(u32::MAX);
     let path = work_dir.join("ingest.csv");
-    let producer = binaries.path(contract::images::PRODUCER)?;
-    let output = Command::new(&producer)
-        .args(["generate", "--hosts", &HOSTS.to_string(), "--gpus", &GPUS_PER_HOST.to_string()])
-        .args(["--samples", &samples.to_string(), "--seed", &SEED.to_string(), "--out"])
-        .arg(&path)
-        .env("RUST_LOG", "warn")
-        .output()
-        .map_err(|source| Error::Spawn { program: producer.display().to_string(), source })?;
-    if !output.status.success() {
-        return Err(Error::Check(format!(
-            "`telemetry-producer generate` failed with {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )));
-    }
-    Ok(Export { rows: u64::from(samples) * rows_per_sample, path, samples })
-}
-
-/// Reads the export and builds the documents the consumer would store, in file order.
-fn load_documents(path: &Path) -> Result<Vec<Document>> {
-    let file = std::fs::File::open(path).map_err(Error::io(format!("opening {}", path.display())))?;
-    let mut documents = Vec::new();
-    for row in DcgmReader::new(std::io::BufReader::new(file)) {
-        let row = row.map_err(|err| Error::Dataset { path: path.to_owned(), reason: err.to_string() })?;
-        let id = format!("{RUN_ID}:{}", row.line);
-        let document = telemetry_consumer::document::to_document(&id, &row.record)
-            .map_err(|err| Error::Dataset { path: path.to_owned(), reason: err.to_string() })?;
-        documents.push(document);
-    }
-    Ok(documents)
+    let shape = dataset::ExportShape { hosts: HOSTS, gpus_per_host: GPUS_PER_HOST, samples, seed: SEED };
+    let rows = dataset::generate_export(&binaries.path(contract::images::PRODUCER)?, &path, &shape)?;
+    Ok(Export { rows, path, samples })
 }
 
 /// Inserts every document in sequential unordered `insert_many` calls of `batch_size` and
@@ -219,13 +191,13 @@ async fn run_pipeline(
         footprint.idle(&producer);
     }
 
-    let stored = wait_for_rows(collection, run.csv.rows, started, &mut producer, &mut consumer).await?;
+    let (stored, producer_memory) = wait_for_rows(collection, run.csv.rows, started, &mut producer, &mut consumer).await?;
     let elapsed = started.elapsed();
     if let Some(footprint) = footprint {
         let section = format!("ingest (batch {}, prefetch {})", run.batch_size, run.prefetch);
         footprint.loaded(&broker.process, &section);
         footprint.loaded(&consumer, &section);
-        footprint.loaded(&producer, &section);
+        footprint.loaded_reading(producer.name(), &format!("{section}, last reading before exit"), producer_memory);
     }
 
     let status = producer.wait_exit(Duration::from_secs(30)).await?;
@@ -261,19 +233,22 @@ fn start_producer(binaries: &Binaries, work_dir: &Path, run: &PipelineRun<'_>, a
 }
 
 /// Polls the collection until it holds `expected` documents, failing when the consumer dies,
-/// the producer fails or [`RUN_TIMEOUT`] passes.
+/// the producer fails or [`RUN_TIMEOUT`] passes. Also returns the producer's last memory
+/// reading, because the producer exits once its rows are confirmed.
 async fn wait_for_rows(
     collection: &Collection<Document>,
     expected: u64,
     started: Instant,
     producer: &mut ManagedProcess,
     consumer: &mut ManagedProcess,
-) -> Result<u64> {
+) -> Result<(u64, Option<Memory>)> {
     let mut stored = 0;
+    let mut producer_memory = None;
     while started.elapsed() < RUN_TIMEOUT {
+        producer_memory = producer.memory().or(producer_memory);
         stored = collection.estimated_document_count().await.map_err(Error::mongo("counting documents"))?;
         if stored >= expected {
-            return Ok(stored);
+            return Ok((stored, producer_memory));
         }
         if let Some(status) = consumer.try_exit_status() {
             return Err(Error::Check(format!("consumer exited with {status}; see {}", consumer.log().display())));
