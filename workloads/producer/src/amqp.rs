@@ -112,7 +112,7 @@ impl Session {
                 cause = %err, "cannot connect to broker; retrying");
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                () = stopped(&mut stop) => return Ok(None),
+                () = stopped(stop) => return Ok(None),
             }
             delay = next_delay(delay, config.max_retry_delay);
         }
