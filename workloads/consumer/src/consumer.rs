@@ -31,7 +31,7 @@ use crate::metrics::ConsumerMetrics;
 use crate::redact::redact_url;
 use crate::store::MetricsStore;
 
-/// Longest wait for deliveries the broker sent before it confirmed a `basic.cancel`.
+/// Maximum wait for deliveries the broker sent before it confirmed a `basic.cancel`.
 const CANCEL_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// `connection_name` client property, shown by the broker's connection list.
 const CONNECTION_NAME: &str = "telemetry-consumer";
@@ -56,7 +56,7 @@ pub struct Consumer {
     store: MetricsStore,
 }
 
-/// Why one consuming session ended.
+/// Reason a consuming session ended.
 enum SessionEnd {
     /// The shutdown signal arrived and the session stopped gracefully.
     Stopped,
@@ -211,7 +211,7 @@ impl Worker {
         self.readiness.set(false);
     }
 
-    /// Creates the API's indexes, retrying until MongoDB answers. Returns false when stopped first.
+    /// Creates the API's indexes, retrying until MongoDB responds. Returns false when stopped first.
     async fn ensure_indexes(&mut self) -> bool {
         let mut delay = self.config.retry_delay;
         loop {
@@ -265,7 +265,7 @@ impl Worker {
                     ..QueueDeclareOptions::default()
                 },
             ),
-            // An empty name asks the broker to name the queue.
+            // With an empty name the broker generates one.
             ConsumerMode::Broadcast => (
                 "",
                 QueueDeclareOptions {
