@@ -51,7 +51,7 @@ impl AppError {
         }
     }
 
-    /// 400: `parameter` is invalid; `message` says what was given and which form is accepted.
+    /// 400: `parameter` is invalid; `message` states what was given and which form is accepted.
     pub fn invalid_parameter(parameter: impl Into<String>, message: impl Into<String>) -> Self {
         AppError {
             parameter: Some(parameter.into()),

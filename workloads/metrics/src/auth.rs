@@ -15,7 +15,7 @@ const CHALLENGE_MISSING: &str = "Bearer";
 /// Challenge for a request whose token is not accepted.
 const CHALLENGE_INVALID: &str = "Bearer error=\"invalid_token\"";
 
-/// How the API authenticates requests.
+/// Authentication mode of the API.
 #[derive(Debug, Clone)]
 pub enum Auth {
     /// Every request is accepted; only for explicit `--auth-disabled`.
@@ -269,7 +269,8 @@ mod tests {
     #[test]
     fn duplicate_name_rejected() {
         let err = parse("a:one\na:two\n").unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains("line 1"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
     }
 
     #[test]

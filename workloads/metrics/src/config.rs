@@ -36,7 +36,7 @@ pub struct Config {
     #[arg(long, env = env::MONGODB_URI, default_value = contract::DEFAULT_MONGODB_URI, hide_env_values = true)]
     pub mongodb_uri: String,
 
-    /// MongoDB database that holds the metrics collection.
+    /// MongoDB database that contains the metrics collection.
     #[arg(long, env = env::MONGODB_DATABASE, default_value = contract::DEFAULT_DATABASE)]
     pub mongodb_database: String,
 
@@ -49,11 +49,11 @@ pub struct Config {
     #[arg(long, env = API_AUTH_DISABLED_ENV)]
     pub auth_disabled: bool,
 
-    /// Number of entries per page when a request gives no `limit` (default 100).
+    /// Number of entries per page when a request gives no `limit`.
     #[arg(long, env = env::API_PAGE_SIZE_DEFAULT, default_value_t = 100)]
     pub api_page_size_default: u32,
 
-    /// Largest `limit` a request may ask for; a larger one is rejected with 400 (default 1000).
+    /// Largest `limit` a request may ask for; a larger one is rejected with 400.
     #[arg(long, env = env::API_PAGE_SIZE_MAX, default_value_t = 1000)]
     pub api_page_size_max: u32,
 }
@@ -79,7 +79,7 @@ impl Config {
         Ok(())
     }
 
-    /// The page sizes, checked as [`PageLimits::new`] describes.
+    /// Returns the page sizes, checked as [`PageLimits::new`] describes.
     pub fn page_limits(&self) -> Result<PageLimits> {
         PageLimits::new(self.api_page_size_default, self.api_page_size_max)
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why the service could not start, or why a MongoDB call failed.
+/// Failure to start the service, or failure of a MongoDB call.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid configuration: {0}")]

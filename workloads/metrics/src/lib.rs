@@ -32,7 +32,7 @@ pub use routes::{GPUS_PATH, OPENAPI_PATH, TELEMETRY_PATH, app};
 pub use server::{Server, build_state, run};
 pub use store::{Store, indexes};
 
-/// What every handler shares. Cloning is cheap: clones share one allocation.
+/// State shared by every handler. Clones share one allocation, so cloning is cheap.
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<Shared>);
 

@@ -286,7 +286,8 @@ mod tests {
         let request = telemetry(&[]).unwrap();
         assert_eq!(request.limit, 100);
         assert_eq!(request.filter.order, SortOrder::Asc);
-        assert!(request.filter.start.is_none() && request.filter.end.is_none());
+        assert!(request.filter.start.is_none());
+        assert!(request.filter.end.is_none());
     }
 
     #[test]

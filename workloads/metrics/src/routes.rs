@@ -60,7 +60,7 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The span of one request. `caller` is filled in by the authentication middleware.
+/// Creates the span of one request. The authentication middleware fills in `caller`.
 fn request_span(request: &Request) -> Span {
     let route = request
         .extensions()
@@ -222,7 +222,7 @@ async fn healthz() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
-/// Returns 200 when MongoDB answers a ping, else 503.
+/// Returns 200 when MongoDB replies to a ping, else 503.
 async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, AppError> {
     state.store().ping().await.map_err(AppError::unavailable)?;
     Ok(Json(Status { status: "ready" }))

@@ -32,7 +32,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// of 30 s would hold API requests that long while MongoDB is down.
 const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The indexes of the `metrics` collection that the API's queries need. The consumer creates
+/// Returns the indexes of the `metrics` collection that the API's queries need. The consumer creates
 /// the same ones; both sides call `create_indexes`, which is a no-op for an existing index of
 /// the same name and keys.
 ///
@@ -60,7 +60,7 @@ pub enum SortOrder {
 }
 
 impl SortOrder {
-    /// The value of this order in a MongoDB sort document.
+    /// Returns the value of this order in a MongoDB sort document.
     fn direction(self) -> i32 {
         match self {
             SortOrder::Asc => 1,
@@ -68,7 +68,7 @@ impl SortOrder {
         }
     }
 
-    /// The comparison operator that selects keys after a given key in this order.
+    /// Returns the comparison operator that selects keys after a given key in this order.
     fn after_operator(self) -> &'static str {
         match self {
             SortOrder::Asc => "$gt",
@@ -110,7 +110,7 @@ pub struct StoredRecord {
 }
 
 impl StoredRecord {
-    /// The keyset position of this document in a telemetry listing.
+    /// Returns the keyset position of this document in a telemetry listing.
     pub fn key(&self) -> RecordKey {
         RecordKey {
             timestamp_ms: self.timestamp.timestamp_millis(),
@@ -157,7 +157,7 @@ pub struct RecordKey {
     pub id: String,
 }
 
-/// Which telemetry of one GPU a listing returns, and in which order.
+/// Filter and order of a listing of one GPU's telemetry.
 #[derive(Debug, Clone)]
 pub struct TelemetryFilter {
     pub uuid: String,
@@ -217,7 +217,7 @@ impl TelemetryFilter {
     }
 }
 
-/// The smaller of two optional bounds, where a missing bound is no bound.
+/// Returns the smaller of two optional bounds, where a missing bound is no bound.
 fn min_present(a: Option<bson::DateTime>, b: Option<bson::DateTime>) -> Option<bson::DateTime> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -281,7 +281,7 @@ pub struct StoredGpu {
 }
 
 impl StoredGpu {
-    /// The keyset position of this GPU in a listing sorted by `field`.
+    /// Returns the keyset position of this GPU in a listing sorted by `field`.
     pub fn key(&self, field: GpuSortField) -> GpuKey {
         GpuKey {
             uuid: self.uuid.clone(),
@@ -318,7 +318,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Creates the client. The driver connects lazily, so this fails only on an invalid URI.
+    /// Creates the client. The driver connects on first use, so this contacts no server, except
+    /// for the DNS look-ups that a `mongodb+srv` URI needs.
     pub async fn connect(uri: &str, database: &str) -> Result<Self> {
         let mut options = ClientOptions::parse(uri)
             .await
@@ -357,7 +358,7 @@ impl Store {
         Ok(())
     }
 
-    /// Checks that MongoDB answers a `ping` within a few seconds.
+    /// Sends a `ping` and fails unless MongoDB replies within `PING_TIMEOUT`.
     pub async fn ping(&self) -> Result<()> {
         let ping = self.database.run_command(doc! { "ping": 1 });
         match tokio::time::timeout(PING_TIMEOUT, ping).await {
@@ -481,7 +482,7 @@ fn gpu_pipeline(
     pipeline
 }
 
-/// The `$match` that selects GPUs after `key` in the listing order.
+/// Builds the `$match` that selects GPUs after `key` in the listing order.
 fn gpu_keyset(field: GpuSortField, order: SortOrder, key: &GpuKey) -> Document {
     let operator = order.after_operator();
     let value = match field {

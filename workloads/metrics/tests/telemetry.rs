@@ -192,7 +192,7 @@ async fn metric_name_filter() {
 }
 
 #[tokio::test]
-async fn unknown_gpu_not_found_known_gpu_empty_window_ok() {
+async fn unknown_gpu_returns_404() {
     let fixture = Fixture::start().await;
     fixture
         .insert(vec![Sample::new("m-1", GPU_A, T0).doc()])
@@ -205,6 +205,14 @@ async fn unknown_gpu_not_found_known_gpu_empty_window_ok() {
         body["error"]["message"].as_str().unwrap().contains(GPU_B),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn empty_window_returns_empty_page() {
+    let fixture = Fixture::start().await;
+    fixture
+        .insert(vec![Sample::new("m-1", GPU_A, T0).doc()])
+        .await;
 
     let later = format!("start_time={}", rfc3339(T0 + 1000));
     let body = fixture.get_ok(&telemetry_uri(GPU_A, &later)).await;

@@ -200,16 +200,6 @@ pub fn rfc3339(millis: i64) -> String {
     telemetry_core::format_timestamp(&time)
 }
 
-/// The `_id`-free identity of each returned sample: its timestamp text and value.
-pub fn timestamps(body: &Value) -> Vec<String> {
-    body["data"]
-        .as_array()
-        .expect("data is an array")
-        .iter()
-        .map(|r| r["timestamp"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 pub fn values(body: &Value) -> Vec<f64> {
     body["data"]
         .as_array()
