@@ -7,11 +7,11 @@ use clap::Parser;
 use telemetry_core::contract::{ADMIN_PORT, AMQP_PORT, env};
 
 /// Environment variable behind `--bind-address`.
-pub const BIND_ADDRESS_ENV: &str = "BROKER_BIND_ADDRESS";
+pub const BIND_ADDRESS_ENV: &str = env::BROKER_BIND_ADDRESS;
 /// Environment variable behind `--max-connections`.
-pub const MAX_CONNECTIONS_ENV: &str = "BROKER_MAX_CONNECTIONS";
+pub const MAX_CONNECTIONS_ENV: &str = env::BROKER_MAX_CONNECTIONS;
 /// Environment variable behind `--guest-loopback-only`.
-pub const GUEST_LOOPBACK_ONLY_ENV: &str = "BROKER_GUEST_LOOPBACK_ONLY";
+pub const GUEST_LOOPBACK_ONLY_ENV: &str = env::BROKER_GUEST_LOOPBACK_ONLY;
 
 /// Default `frame_max` offered in connection.tune, in bytes (RabbitMQ 3.x uses the same).
 pub const DEFAULT_FRAME_MAX: u32 = 131_072;

@@ -28,7 +28,7 @@ use crate::config::{ConsumerConfig, ConsumerMode};
 use crate::document::{document_id, to_document};
 use crate::error::{Error, Result};
 use crate::metrics::ConsumerMetrics;
-use crate::redact::redact_url;
+use telemetry_core::redact_url;
 use crate::store::MetricsStore;
 
 /// Maximum wait for deliveries the broker sent before it confirmed a `basic.cancel`.

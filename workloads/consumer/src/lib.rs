@@ -14,7 +14,6 @@ mod consumer;
 pub mod document;
 pub mod error;
 pub mod metrics;
-pub mod redact;
 pub mod store;
 
 pub use config::{ConsumerConfig, ConsumerMode};

@@ -12,7 +12,7 @@ use telemetry_core::contract::{self, env};
 use telemetry_core::runtime;
 
 /// Environment variable of `--batch-timeout-ms`, a setting only the consumer has.
-const BATCH_TIMEOUT_ENV: &str = "CONSUMER_BATCH_TIMEOUT_MS";
+const BATCH_TIMEOUT_ENV: &str = env::CONSUMER_BATCH_TIMEOUT_MS;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -53,10 +53,19 @@ pub mod env {
     pub const BROKER_FRAME_MAX: &str = "BROKER_FRAME_MAX";
     pub const BROKER_HEARTBEAT: &str = "BROKER_HEARTBEAT";
     pub const BROKER_MEMORY_HIGH_WATERMARK: &str = "BROKER_MEMORY_HIGH_WATERMARK";
+    pub const BROKER_BIND_ADDRESS: &str = "BROKER_BIND_ADDRESS";
+    pub const BROKER_MAX_CONNECTIONS: &str = "BROKER_MAX_CONNECTIONS";
+    /// `true` (the default) lets the `guest` user log in from loopback only, as RabbitMQ does.
+    pub const BROKER_GUEST_LOOPBACK_ONLY: &str = "BROKER_GUEST_LOOPBACK_ONLY";
     pub const ADMIN_PORT: &str = "ADMIN_PORT";
     pub const API_PORT: &str = "API_PORT";
     pub const CSV_PATH: &str = "CSV_PATH";
     pub const PUBLISH_RATE: &str = "PUBLISH_RATE";
+    /// Identifier shared by every shard of one producer run; part of each message_id.
+    pub const RUN_ID: &str = "RUN_ID";
+    pub const MAX_IN_FLIGHT: &str = "MAX_IN_FLIGHT";
+    pub const CONNECT_RETRIES: &str = "CONNECT_RETRIES";
+    pub const RETRY_DELAY_MS: &str = "RETRY_DELAY_MS";
     pub const SHARD_INDEX: &str = "SHARD_INDEX";
     pub const SHARD_COUNT: &str = "SHARD_COUNT";
     /// Set by Kubernetes on pods of an Indexed Job.
@@ -64,6 +73,7 @@ pub mod env {
     pub const CONSUMER_MODE: &str = "CONSUMER_MODE";
     pub const CONSUMER_PREFETCH: &str = "CONSUMER_PREFETCH";
     pub const CONSUMER_BATCH_SIZE: &str = "CONSUMER_BATCH_SIZE";
+    pub const CONSUMER_BATCH_TIMEOUT_MS: &str = "CONSUMER_BATCH_TIMEOUT_MS";
     pub const API_TOKENS_FILE: &str = "API_TOKENS_FILE";
     pub const API_PAGE_SIZE_DEFAULT: &str = "API_PAGE_SIZE_DEFAULT";
     pub const API_PAGE_SIZE_MAX: &str = "API_PAGE_SIZE_MAX";

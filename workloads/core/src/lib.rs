@@ -6,6 +6,7 @@
 //! - [`contract`]: ports, environment variable names, probe paths and AMQP/MongoDB names.
 //!   The operator builds its Services and containers from the same constants.
 //! - [`admin`]: the `/healthz`, `/readyz` and `/metrics` HTTP server of every service.
+//! - [`redact`]: connection strings with the password hidden, for logs and errors.
 //! - [`runtime`]: logging set-up and the shutdown signal.
 //! - `testing` (feature `testing`): real servers on loopback for integration tests.
 #![deny(unsafe_code)]
@@ -15,10 +16,12 @@ pub mod contract;
 pub mod dcgm;
 pub mod labels;
 pub mod record;
+pub mod redact;
 pub mod runtime;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use dcgm::{DcgmReader, RowError};
 pub use labels::{LabelsError, parse_labels};
+pub use redact::redact_url;
 pub use record::{TelemetryRecord, ValidationError, format_timestamp};

@@ -1,6 +1,7 @@
 //! The AMQP side of the producer: connecting with bounded retries, declaring the exchange and
 //! building each message's properties.
 
+pub use telemetry_core::redact_url;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
@@ -48,34 +49,6 @@ pub fn message_properties(message_id: &str, timestamp: u64, app_id: &str) -> Bas
         .with_message_id(message_id.into())
         .with_timestamp(timestamp)
         .with_app_id(app_id.into())
-}
-
-/// Returns `url` with the password of its user info replaced by `***`, for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let authority_start = scheme_end + 3;
-    let authority_end = url[authority_start..]
-        .find('/')
-        .map_or(url.len(), |offset| authority_start + offset);
-    let authority = &url[authority_start..authority_end];
-
-    // The last `@` ends the user info, because a password may itself contain an encoded `@`.
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let user_info = &authority[..at];
-    let Some(colon) = user_info.find(':') else {
-        return url.to_owned();
-    };
-
-    format!(
-        "{}{}:***{}",
-        &url[..authority_start],
-        &user_info[..colon],
-        &url[authority_start + at..]
-    )
 }
 
 impl Session {
@@ -250,29 +223,6 @@ mod tests {
     }
 
     const APP_ID_FOR_TEST: &str = "telemetry-producer";
-
-    #[test]
-    fn redact_hides_password() {
-        assert_eq!(
-            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(
-            redact_url("amqps://user:p%40ss@broker:5671"),
-            "amqps://user:***@broker:5671"
-        );
-    }
-
-    #[test]
-    fn redact_keeps_url_without_password() {
-        for url in [
-            "amqp://127.0.0.1:5672/%2f",
-            "amqp://guest@host/%2f",
-            "not a url",
-        ] {
-            assert_eq!(redact_url(url), url);
-        }
-    }
 
     #[test]
     fn delay_doubles_up_to_max() {

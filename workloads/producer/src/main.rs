@@ -20,10 +20,10 @@ use telemetry_producer::generate::{self, GeneratorConfig};
 use telemetry_producer::{ProducerConfig, RunSummary};
 
 /// Environment variables of settings that only the producer has.
-const RUN_ID_ENV: &str = "RUN_ID";
-const MAX_IN_FLIGHT_ENV: &str = "MAX_IN_FLIGHT";
-const CONNECT_RETRIES_ENV: &str = "CONNECT_RETRIES";
-const RETRY_DELAY_ENV: &str = "RETRY_DELAY_MS";
+const RUN_ID_ENV: &str = env::RUN_ID;
+const MAX_IN_FLIGHT_ENV: &str = env::MAX_IN_FLIGHT;
+const CONNECT_RETRIES_ENV: &str = env::CONNECT_RETRIES;
+const RETRY_DELAY_ENV: &str = env::RETRY_DELAY_MS;
 
 #[derive(Parser, Debug)]
 #[command(

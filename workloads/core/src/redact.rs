@@ -41,6 +41,7 @@ mod tests {
             redact_url("mongodb://app:s3cr%40t@db-0:27017,db-1:27017/?replicaSet=rs0"),
             "mongodb://app:***@db-0:27017,db-1:27017/?replicaSet=rs0"
         );
+        assert_eq!(redact_url("amqps://user:p%40ss@broker:5671"), "amqps://user:***@broker:5671");
     }
 
     #[test]
@@ -49,6 +50,7 @@ mod tests {
             "mongodb://127.0.0.1:27017",
             "amqp://user@host/%2f",
             "mongodb://h/?authSource=a@b",
+            "not a url",
         ] {
             assert_eq!(redact_url(url), url);
         }
