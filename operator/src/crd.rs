@@ -18,6 +18,8 @@ pub const MAX_REPLICAS: i32 = 10;
 
 /// Desired state of one telemetry pipeline: a DCGM CSV producer on a schedule, an AMQP broker,
 /// consumers that write to MongoDB and the REST API that reads from it.
+// Clippy reads the repeated `type_` of the printcolumn attributes as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "gputelemetry.io",
@@ -537,6 +539,7 @@ pub struct AutoscalingSpec {
     pub max_replicas: i32,
     /// Average CPU utilization to keep, in percent of the CPU request.
     #[serde(
+        rename = "targetCPUUtilizationPercentage",
         default = "default_cpu_target",
         skip_serializing_if = "Option::is_none"
     )]

@@ -68,6 +68,9 @@ impl Component {
 }
 
 /// An object the reconciler applies with server-side apply.
+// A pipeline has about ten children, so boxing the large variants would save nothing worth
+// the indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Child {
     Service(Service),
@@ -762,6 +765,15 @@ mod tests {
             .map(|m| m.type_.as_str())
             .collect();
         assert_eq!(types, ["Resource", "Resource", "External"]);
+        let cpu = consumer.metrics.as_ref().unwrap()[0]
+            .resource
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            cpu.target.average_utilization,
+            Some(70),
+            "targetCPUUtilizationPercentage"
+        );
         assert_eq!(consumer.scale_target_ref.name, "gpu-consumer");
         assert_eq!(
             deployment(&children, "gpu-consumer")
