@@ -215,7 +215,7 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
             next.run(request).await
         }
         None => {
-            tracing::warn!("rejected request with an unknown bearer token");
+            tracing::debug!("rejected request with an unknown bearer token");
             let err = AppError::unauthorized("the bearer token is not valid", CHALLENGE_INVALID);
             axum::response::IntoResponse::into_response(err)
         }

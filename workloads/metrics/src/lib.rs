@@ -38,9 +38,13 @@ pub struct AppState(Arc<Shared>);
 
 #[derive(Debug)]
 struct Shared {
+    /// The `metrics` collection.
     store: Store,
+    /// Accepted tokens, or none when authentication is disabled.
     auth: Auth,
+    /// Default and maximum `limit`.
     page_limits: PageLimits,
+    /// Request counter and latency histogram.
     http_metrics: HttpMetrics,
 }
 

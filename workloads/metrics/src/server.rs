@@ -25,9 +25,13 @@ const READINESS_INTERVAL: Duration = Duration::from_secs(10);
 ///
 /// [`serve`]: Server::serve
 pub struct Server {
+    /// Handlers' shared state, with the MongoDB client and the tokens.
     state: AppState,
+    /// Metrics registry that the admin server exposes at `/metrics`.
     registry: Registry,
+    /// Bound REST API listener.
     api: TcpListener,
+    /// Bound admin listener.
     admin: TcpListener,
 }
 

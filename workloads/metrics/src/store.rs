@@ -434,7 +434,8 @@ impl Store {
 }
 
 /// Builds the GPU listing: one group per uuid with the identity fields of its latest sample,
-/// then keyset, sort and limit on the grouped output.
+/// then keyset, sort and limit on the grouped output. The `$top` accumulator needs
+/// MongoDB 5.2 or later.
 fn gpu_pipeline(
     field: GpuSortField,
     order: SortOrder,

@@ -137,7 +137,9 @@ async fn unknown_route_and_method_return_json() {
 #[tokio::test]
 async fn disabled_auth_accepts_anonymous() {
     let fixture = Fixture::start().await;
-    let store = Store::connect(&fixture.mongo.uri, DATABASE).await.unwrap();
+    let store = Store::connect(&fixture.mongo.uri, &fixture.database)
+        .await
+        .unwrap();
     let limits = PageLimits::new(100, 1000).unwrap();
     let open = app(AppState::new(
         store,
@@ -157,7 +159,7 @@ async fn readyz_fails_without_database() {
         "mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=500",
         free_port()
     );
-    let store = Store::connect(&uri, DATABASE).await.unwrap();
+    let store = Store::connect(&uri, &unique_database()).await.unwrap();
     let tokens = telemetry_metrics::TokenSet::parse(TOKENS_FILE, Path::new("tokens.txt")).unwrap();
     let limits = PageLimits::new(100, 1000).unwrap();
     let router = app(AppState::new(

@@ -13,6 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn config(mongo_uri: &str, extra: &[&str]) -> Config {
+    config_in(mongo_uri, &unique_database(), extra)
+}
+
+fn config_in(mongo_uri: &str, database: &str, extra: &[&str]) -> Config {
     let args = [
         "telemetry-metrics",
         "--api-port",
@@ -22,7 +26,7 @@ fn config(mongo_uri: &str, extra: &[&str]) -> Config {
         "--bind-address",
         "127.0.0.1",
     ];
-    let mongo = ["--mongodb-uri", mongo_uri, "--mongodb-database", DATABASE];
+    let mongo = ["--mongodb-uri", mongo_uri, "--mongodb-database", database];
     Config::try_parse_from(args.iter().chain(&mongo).chain(extra)).expect("valid test arguments")
 }
 
@@ -131,13 +135,14 @@ async fn admin_readyz_turns_ready() {
 #[tokio::test]
 async fn startup_creates_indexes() {
     let mongo = MongoServer::start();
-    let _server = Server::bind(&config(&mongo.uri, &["--auth-disabled"]))
+    let database = unique_database();
+    let _server = Server::bind(&config_in(&mongo.uri, &database, &["--auth-disabled"]))
         .await
         .expect("server start-up");
 
     let client = mongodb::Client::with_uri_str(&mongo.uri).await.unwrap();
     let collection = client
-        .database(DATABASE)
+        .database(&database)
         .collection::<mongodb::bson::Document>("metrics");
     let names = collection.list_index_names().await.unwrap();
     assert!(
@@ -150,7 +155,7 @@ async fn startup_creates_indexes() {
     );
 
     // A second start-up meets the existing indexes and succeeds.
-    Server::bind(&config(&mongo.uri, &["--auth-disabled"]))
+    Server::bind(&config_in(&mongo.uri, &database, &["--auth-disabled"]))
         .await
         .expect("second start-up");
 }

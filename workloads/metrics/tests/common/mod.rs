@@ -16,7 +16,13 @@ use telemetry_core::testing::MongoServer;
 use telemetry_metrics::{AppState, Auth, HttpMetrics, PageLimits, Store, TokenSet, app};
 use tower::ServiceExt;
 
-pub const DATABASE: &str = "telemetry_test";
+/// Returns a database name that no other test of any run uses, so tests can share one server
+/// when `TEST_MONGODB_URI` points them at an external MongoDB.
+pub fn unique_database() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let sequence = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("telemetry_test_{}_{sequence}", std::process::id())
+}
 pub const TOKEN: &str = "s3cret-grafana-token";
 pub const TOKENS_FILE: &str = "# test clients\ngrafana:s3cret-grafana-token\n\nops:0ps-token\n";
 pub const GPU_A: &str = "GPU-aaaaaaaa-0000-0000-0000-000000000001";
@@ -30,6 +36,8 @@ pub const T0: i64 = 1_752_871_354_000;
 /// A running MongoDB-wire server, the metrics collection and the router under test.
 pub struct Fixture {
     pub mongo: MongoServer,
+    /// Database of this fixture, unique per test.
+    pub database: String,
     pub metrics: Collection<Document>,
     pub app: Router,
 }
@@ -42,14 +50,15 @@ impl Fixture {
 
     pub async fn start_with_limits(default: u32, max: u32) -> Self {
         let mongo = MongoServer::start();
+        let database = unique_database();
         let client = Client::with_uri_str(&mongo.uri)
             .await
             .expect("creating the MongoDB client");
         let metrics = client
-            .database(DATABASE)
+            .database(&database)
             .collection::<Document>(METRICS_COLLECTION);
 
-        let store = Store::connect(&mongo.uri, DATABASE)
+        let store = Store::connect(&mongo.uri, &database)
             .await
             .expect("connecting the store");
         store.ensure_indexes().await.expect("creating the indexes");
@@ -65,6 +74,7 @@ impl Fixture {
         ));
         Fixture {
             mongo,
+            database,
             metrics,
             app,
         }
