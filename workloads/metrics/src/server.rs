@@ -20,7 +20,7 @@ const READINESS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The service with both listeners bound and MongoDB's indexes ensured, ready to [`serve`].
 ///
-/// Binding is separate from serving so that a caller that asked for port 0 can read the
+/// Binding is separate from serving so that a caller that requested port 0 can read the
 /// chosen ports before requests start.
 ///
 /// [`serve`]: Server::serve

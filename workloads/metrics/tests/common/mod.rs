@@ -16,7 +16,7 @@ use telemetry_core::testing::MongoServer;
 use telemetry_metrics::{AppState, Auth, HttpMetrics, PageLimits, Store, TokenSet, app};
 use tower::ServiceExt;
 
-/// Returns a database name that no other test of any run uses, so tests can share one server
+/// Returns a database name that no other test of this or a concurrent run uses, so tests can share one server
 /// when `TEST_MONGODB_URI` points them at an external MongoDB.
 pub fn unique_database() -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -102,7 +102,7 @@ impl Fixture {
     }
 }
 
-/// What came back from the router.
+/// Response from the router: status, headers and body.
 pub struct Reply {
     pub status: StatusCode,
     pub headers: axum::http::HeaderMap,
