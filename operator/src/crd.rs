@@ -71,7 +71,7 @@ pub struct TelemetryPipelineSpec {
     pub mongodb: MongoDbSpec,
 }
 
-/// Where the pipeline's images come from.
+/// Image registry, tag and pull settings of the pipeline.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImagesSpec {
@@ -323,7 +323,7 @@ pub struct ProducerSpec {
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 10))]
     pub parallelism: i32,
-    /// What to do when a run is due while the previous one still runs.
+    /// Policy for a run that is due while the previous one still runs.
     #[serde(default)]
     pub concurrency_policy: ConcurrencyPolicy,
     /// Finished successful Jobs kept for inspection.
@@ -410,7 +410,7 @@ impl ConcurrencyPolicy {
     }
 }
 
-/// Where the producer reads the DCGM CSV export. With neither `configMap` nor `pvc` set it
+/// Source of the DCGM CSV export. With neither `configMap` nor `pvc` set it
 /// reads the sample export carried in the producer image.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -502,7 +502,7 @@ fn default_batch_size() -> i32 {
     500
 }
 
-/// How consumers share the telemetry stream.
+/// Delivery mode of the telemetry stream to the consumers.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ConsumerMode {
@@ -718,7 +718,7 @@ pub struct MongoDbSpec {
     /// Uses an existing MongoDB deployment, such as a replica set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalMongoDb>,
-    /// Database that holds the metrics collection.
+    /// Database that contains the metrics collection.
     #[serde(default = "default_database")]
     #[schemars(length(min = 1, max = 63))]
     pub database: String,
@@ -867,7 +867,7 @@ pub struct Endpoints {
     pub api_url: Option<String>,
 }
 
-/// Renders the CustomResourceDefinition as YAML, as `crds/telemetrypipelines.yaml` holds it.
+/// Renders the CustomResourceDefinition as YAML, as stored in `crds/telemetrypipelines.yaml`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
 
@@ -895,7 +895,7 @@ mod tests {
             .unwrap_or_else(|err| panic!("failed to read {}: {err}", path.display()))
     }
 
-    /// The pipeline as the API server stores it: defaults filled in, as JSON.
+    /// Parses a manifest and fills in the defaults, as the API server stores it.
     fn defaulted(manifest: &str) -> Value {
         let pipeline: TelemetryPipeline = serde_yaml::from_str(manifest).expect("manifest parses");
         serde_json::to_value(pipeline).expect("pipeline encodes")

@@ -26,7 +26,7 @@ pub fn pipeline(spec: TelemetryPipelineSpec) -> TelemetryPipeline {
     pipeline
 }
 
-/// How the mock answers one request.
+/// Response of the mock to one request.
 pub enum Reply {
     /// 200 with the request body, with `status` merged in when given (what apply returns).
     Echo(Option<Value>),
@@ -69,7 +69,7 @@ pub fn test_context() -> (Arc<Context>, Handle<Request<Body>, Response<Body>>) {
     (Arc::new(Context::new(client, Metrics::default())), handle)
 }
 
-/// Answers `script` in order, asserting method and path of each request, and returns what it
+/// Responds to the requests of `script` in order, asserting method and path of each request, and returns what it
 /// received. A request that is not in the script fails the test.
 pub fn serve(
     mut handle: Handle<Request<Body>, Response<Body>>,

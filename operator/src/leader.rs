@@ -4,7 +4,7 @@
 //! The holder renews the Lease every renew interval. Another replica takes it over once
 //! `renewTime + leaseDurationSeconds` has passed. Every write is a replace with the
 //! `resourceVersion` read before it, so two replicas that race for an expired Lease cannot
-//! both win: the API server answers 409 Conflict to the slower one.
+//! both win: the API server rejects the slower one with 409 Conflict.
 
 use std::time::Duration;
 

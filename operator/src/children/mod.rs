@@ -104,7 +104,7 @@ impl Child {
         }
     }
 
-    /// The object as JSON, with `apiVersion` and `kind`.
+    /// Encodes the object as JSON, with `apiVersion` and `kind`.
     pub fn to_json(&self) -> Result<serde_json::Value> {
         let encoded = match self {
             Self::Service(o) => serde_json::to_value(o),
@@ -295,7 +295,7 @@ fn push_autoscaler(
     }
 }
 
-/// What every builder needs from the pipeline object.
+/// Pipeline fields that every builder needs.
 pub(crate) struct RenderContext<'a> {
     pub pipeline: &'a TelemetryPipeline,
     pub name: String,
