@@ -30,6 +30,8 @@ const CHANNEL_MAX: u16 = 2047;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to reply to connection.close with close-ok before the socket is closed.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a session waits for the client to close its socket after connection.close-ok.
+const PEER_CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Stop taking deliveries from the outbox while this many encoded bytes wait for the socket.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
 /// Deliveries taken from the outbox per wake-up before the loop checks the socket again.
@@ -79,6 +81,10 @@ pub(crate) struct Session {
     closing: Option<Instant>,
     /// Set when the session should end once the outgoing buffer is written.
     finished: bool,
+    /// Set when this side sent connection.close-ok: the client closes the socket then
+    /// (AMQP 0-9-1, connection.close-ok), so the session waits for that before dropping it.
+    /// Closing first makes clients such as lapin report a broken connection.
+    await_peer_close: bool,
     /// Some channel has publishes waiting for a confirm.
     pub(crate) confirms_pending: bool,
     /// Reused buffers of the publish and settle paths.
@@ -136,6 +142,7 @@ impl Session {
                 blocked: false,
                 closing: None,
                 finished: false,
+                await_peer_close: false,
                 confirms_pending: false,
                 route_scratch: Vec::new(),
                 settle_scratch: Vec::new(),
@@ -381,6 +388,10 @@ impl Session {
             self.update_blocked();
             if self.finished {
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.writer.flush_all()).await;
+                if self.await_peer_close {
+                    let peer_closed = async { while let Ok(true) = self.reader.read_more().await {} };
+                    let _ = tokio::time::timeout(PEER_CLOSE_LINGER, peer_closed).await;
+                }
                 return Ok(());
             }
 
@@ -536,6 +547,7 @@ impl Session {
                             )),
                         );
                         self.finished = true;
+                        self.await_peer_close = true;
                     }
                     _ => {}
                 }
@@ -589,6 +601,7 @@ impl Session {
                     AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
                 );
                 self.finished = true;
+                self.await_peer_close = true;
             }
             connection::AMQPMethod::UpdateSecret(_) => {
                 let ok = connection::AMQPMethod::UpdateSecretOk(connection::UpdateSecretOk {});
