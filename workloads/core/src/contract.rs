@@ -75,6 +75,10 @@ pub mod env {
     pub const CONSUMER_BATCH_SIZE: &str = "CONSUMER_BATCH_SIZE";
     pub const CONSUMER_BATCH_TIMEOUT_MS: &str = "CONSUMER_BATCH_TIMEOUT_MS";
     pub const API_TOKENS_FILE: &str = "API_TOKENS_FILE";
+    /// Serve the REST API without authentication; must be set explicitly.
+    pub const API_AUTH_DISABLED: &str = "API_AUTH_DISABLED";
+    /// IP address the REST API and its admin server listen on.
+    pub const BIND_ADDRESS: &str = "BIND_ADDRESS";
     pub const API_PAGE_SIZE_DEFAULT: &str = "API_PAGE_SIZE_DEFAULT";
     pub const API_PAGE_SIZE_MAX: &str = "API_PAGE_SIZE_MAX";
     pub const LOG_FORMAT: &str = "LOG_FORMAT";

@@ -10,11 +10,9 @@ use crate::params::PageLimits;
 use crate::{Error, Result};
 
 /// Environment variable of `--bind-address`.
-// NOTE: not yet in `telemetry_core::contract::env`; move it there when the operator sets it.
-pub const BIND_ADDRESS_ENV: &str = "BIND_ADDRESS";
+pub const BIND_ADDRESS_ENV: &str = telemetry_core::contract::env::BIND_ADDRESS;
 /// Environment variable of `--auth-disabled`.
-// NOTE: not yet in `telemetry_core::contract::env`; move it there when the operator sets it.
-pub const API_AUTH_DISABLED_ENV: &str = "API_AUTH_DISABLED";
+pub const API_AUTH_DISABLED_ENV: &str = telemetry_core::contract::env::API_AUTH_DISABLED;
 
 /// REST API over the telemetry that consumers store in MongoDB.
 #[derive(Debug, Clone, Parser)]

@@ -192,7 +192,11 @@ impl TelemetryFilter {
             range.insert("$gte", lower);
         }
         if let Some(upper) = upper {
-            range.insert("$lte", upper);
+            // `timestamp <= upper`, written as `< upper + 1 ms`: BSON dates count whole
+            // milliseconds, so both select the same documents. NOTE: the exclusive form is used
+            // because secantusd-py 0.7.0b3, the MongoDB-wire server of the tests, drops
+            // documents equal to a `$lte` bound on an index field followed by more fields.
+            range.insert("$lt", bson::DateTime::from_millis(upper.timestamp_millis() + 1));
         }
         if !range.is_empty() {
             filter.insert("timestamp", range);
@@ -535,7 +539,7 @@ mod tests {
             doc! {
                 "uuid": "GPU-1",
                 "metric_name": "DCGM_FI_DEV_GPU_UTIL",
-                "timestamp": { "$gte": bson::DateTime::from_millis(1_000), "$lte": bson::DateTime::from_millis(9_000) },
+                "timestamp": { "$gte": bson::DateTime::from_millis(1_000), "$lt": bson::DateTime::from_millis(9_001) },
             }
         );
     }
@@ -553,8 +557,8 @@ mod tests {
             &bson::DateTime::from_millis(5_000)
         );
         assert_eq!(
-            range.get_datetime("$lte").unwrap(),
-            &bson::DateTime::from_millis(9_000)
+            range.get_datetime("$lt").unwrap(),
+            &bson::DateTime::from_millis(9_001)
         );
         let or = document.get_array("$or").unwrap();
         assert_eq!(or[1], Bson::Document(doc! { "_id": { "$gt": "m-5" } }));
@@ -573,8 +577,8 @@ mod tests {
             &bson::DateTime::from_millis(1_000)
         );
         assert_eq!(
-            range.get_datetime("$lte").unwrap(),
-            &bson::DateTime::from_millis(5_000)
+            range.get_datetime("$lt").unwrap(),
+            &bson::DateTime::from_millis(5_001)
         );
         let or = document.get_array("$or").unwrap();
         assert_eq!(

@@ -114,11 +114,7 @@ async fn time_window_start_inclusive() {
     assert_eq!(values(&body), [3.0, 4.0, 5.0]);
 }
 
-// The index scan of secantusd-py 0.7.0b3 drops entries equal to an inclusive upper bound
-// (`$lte`) on a compound-index field that is followed by more fields, here `timestamp` in
-// `{uuid, timestamp, _id}`. Run against MongoDB 6+ with TEST_MONGODB_URI and --include-ignored.
 #[tokio::test]
-#[ignore = "secantusd-py 0.7.0b3 drops index entries equal to a $lte bound; needs MongoDB (TEST_MONGODB_URI)"]
 async fn time_window_end_inclusive() {
     let (fixture, start, end) = window_fixture().await;
 
