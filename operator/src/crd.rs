@@ -230,10 +230,11 @@ pub struct BuiltInBroker {
     #[serde(default = "default_amqp_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
-    /// Fraction of the container memory limit above which the broker blocks publishers.
+    /// Bytes of message bodies the broker holds in memory before it blocks publishers
+    /// (default 536870912, 512 MiB). Keep it well below the container memory limit.
     #[serde(default = "default_memory_high_watermark")]
-    #[schemars(range(min = 0.05, max = 0.95))]
-    pub memory_high_watermark: f64,
+    #[schemars(range(min = 1048576))]
+    pub memory_high_watermark: i64,
     /// Volume for the broker's data; without it the broker keeps its queues in an emptyDir.
     #[serde(default)]
     pub persistence: Persistence,
@@ -257,8 +258,8 @@ fn default_amqp_port() -> i32 {
     i32::from(contract::AMQP_PORT)
 }
 
-fn default_memory_high_watermark() -> f64 {
-    0.4
+fn default_memory_high_watermark() -> i64 {
+    512 * 1024 * 1024
 }
 
 /// A PersistentVolumeClaim request.

@@ -11,9 +11,6 @@ use telemetry_core::contract::{self, env};
 use super::{Component, RenderContext, broker, pod};
 use crate::crd::ProducerSpec;
 
-/// Environment variable with the run's identifier; the producer stamps it on what it publishes.
-// NOTE: the contract has no constant for it yet, so the name is written out here.
-pub const RUN_ID_ENV: &str = "RUN_ID";
 /// Pod annotation that the Job controller sets to the completion index of an Indexed Job.
 const COMPLETION_INDEX_ANNOTATION: &str =
     "metadata.annotations['batch.kubernetes.io/job-completion-index']";
@@ -35,7 +32,7 @@ pub fn cron_job(ctx: &RenderContext, spec: &ProducerSpec) -> CronJob {
         pod::env(env::CSV_PATH, csv_path),
         pod::env(env::SHARD_COUNT, spec.parallelism.to_string()),
         pod::env_from_field(env::SHARD_INDEX, COMPLETION_INDEX_ANNOTATION),
-        pod::env_from_field(RUN_ID_ENV, JOB_NAME_LABEL),
+        pod::env_from_field(env::RUN_ID, JOB_NAME_LABEL),
     ];
     if let Some(rate) = spec.rate {
         vars.push(pod::env(env::PUBLISH_RATE, rate.to_string()));
