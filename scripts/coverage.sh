@@ -5,6 +5,7 @@
 #   scripts/coverage.sh           # `make coverage`: writes the reports, prints the summary
 #   scripts/coverage.sh check     # `make coverage-check`, and scripts/test.sh with COVERAGE=1:
 #                                 # the same, then fails below COVERAGE_MIN_LINES % (default 70)
+#   scripts/coverage.sh report -p telemetry-core   # only the named packages, not --workspace
 #
 # Reports: target/coverage/lcov.info (for CI upload) and target/coverage/html/index.html.
 #
@@ -26,10 +27,15 @@ mode=${1:-report}
 case "$mode" in
     report | check) ;;
     *)
-        echo "usage: $0 [report|check]" >&2
+        echo "usage: $0 [report|check] [cargo package selection, default --workspace]" >&2
         exit 2
         ;;
 esac
+shift $(($# > 0 ? 1 : 0))
+packages=("$@")
+if [ ${#packages[@]} -eq 0 ]; then
+    packages=(--workspace)
+fi
 min_lines=${COVERAGE_MIN_LINES:-70}
 out="$root/target/coverage"
 # The benchmark harness is exercised by scripts/bench.sh, not by the tests, so it is left out
@@ -63,12 +69,17 @@ eval "$coverage_env"
 log "removing old profiles and workspace artifacts from $CARGO_TARGET_DIR"
 cargo llvm-cov clean --workspace
 
-log "cargo build --workspace --bins (instrumented)"
-cargo build --workspace --bins --locked
+log "cargo build ${packages[*]} --bins (instrumented)"
+cargo build "${packages[@]}" --bins --locked
 
-log "cargo nextest run --workspace (instrumented)"
+log "cargo nextest run ${packages[*]} (instrumented)"
 tests_status=0
-cargo nextest run --workspace --locked --no-fail-fast || tests_status=$?
+cargo nextest run "${packages[@]}" --locked --no-fail-fast || tests_status=$?
+
+if [ -z "$(find "$CARGO_TARGET_DIR" -maxdepth 1 -name '*.profraw' -print -quit)" ]; then
+    echo "coverage: no test wrote a profile, so the tests did not build or run (see the errors above)" >&2
+    exit $((tests_status == 0 ? 1 : tests_status))
+fi
 
 # Report even after failed tests, so that the coverage of what passed is visible.
 mkdir -p "$out"
