@@ -117,7 +117,7 @@ impl Counts {
                 ingest_rows: 5_000,
                 ceiling_rows: 5_000,
                 api_rows: 5_000,
-                api_duration: Duration::from_secs(2),
+                api_duration: Duration::from_secs(5),
                 api_requests: 200,
             }
         } else {
@@ -128,7 +128,7 @@ impl Counts {
                 ingest_rows: 1_000_000,
                 ceiling_rows: 1_000_000,
                 api_rows: 100_000,
-                api_duration: Duration::from_secs(10),
+                api_duration: Duration::from_secs(15),
                 api_requests: 5_000,
             }
         }
