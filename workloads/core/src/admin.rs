@@ -19,7 +19,7 @@ use crate::contract::{HEALTH_PATH, METRICS_PATH, READY_PATH};
 pub struct Readiness(Arc<AtomicBool>);
 
 impl Readiness {
-    /// Marks the service ready (or not) to take traffic; `/readyz` answers 200 or 503.
+    /// Marks the service ready (or not) to take traffic, so `/readyz` returns 200 or 503.
     pub fn set(&self, ready: bool) {
         self.0.store(ready, Ordering::Relaxed);
     }

@@ -30,7 +30,7 @@ pub const ALL_METRICS_BINDING: &str = "#";
 
 /// Default MongoDB database.
 pub const DEFAULT_DATABASE: &str = "telemetry";
-/// Collection that holds one document per telemetry record.
+/// Collection that contains one document per telemetry record.
 pub const METRICS_COLLECTION: &str = "metrics";
 
 /// Default AMQP URL of every client.
@@ -39,7 +39,7 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_MONGODB_URI: &str = "mongodb://127.0.0.1:27017";
 /// Sample DCGM export, relative to the repository root.
 pub const SAMPLE_CSV_PATH: &str = "data/dcgm_sample.csv";
-/// Where the producer image carries the sample DCGM export.
+/// Path of the sample DCGM export inside the producer image.
 pub const IMAGE_SAMPLE_CSV_PATH: &str = "/usr/share/telemetry/dcgm_sample.csv";
 
 /// Environment variable names. Each one backs the `--kebab-case` flag of the same name.
@@ -61,7 +61,7 @@ pub mod env {
     pub const API_PORT: &str = "API_PORT";
     pub const CSV_PATH: &str = "CSV_PATH";
     pub const PUBLISH_RATE: &str = "PUBLISH_RATE";
-    /// Identifier shared by every shard of one producer run; part of each message_id.
+    /// Identifier shared by every shard of one producer run, and part of each message_id.
     pub const RUN_ID: &str = "RUN_ID";
     pub const MAX_IN_FLIGHT: &str = "MAX_IN_FLIGHT";
     pub const CONNECT_RETRIES: &str = "CONNECT_RETRIES";
@@ -75,7 +75,7 @@ pub mod env {
     pub const CONSUMER_BATCH_SIZE: &str = "CONSUMER_BATCH_SIZE";
     pub const CONSUMER_BATCH_TIMEOUT_MS: &str = "CONSUMER_BATCH_TIMEOUT_MS";
     pub const API_TOKENS_FILE: &str = "API_TOKENS_FILE";
-    /// Serve the REST API without authentication; must be set explicitly.
+    /// Serves the REST API without authentication when set; there is no default that does this.
     pub const API_AUTH_DISABLED: &str = "API_AUTH_DISABLED";
     /// IP address the REST API and its admin server listen on.
     pub const BIND_ADDRESS: &str = "BIND_ADDRESS";

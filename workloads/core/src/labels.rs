@@ -1,13 +1,13 @@
 //! Parser for DCGM's `labels_raw` column.
 //!
-//! The column holds the exporter's Prometheus labels as `key="value"` pairs separated by commas,
+//! The column contains the exporter's Prometheus labels as `key="value"` pairs separated by commas,
 //! for example `DCGM_FI_DRIVER_VERSION="535.129.03",Hostname="host-1"`. The CSV layer has already
 //! undone the doubled quotes by the time this parser runs. Inside a value, commas are plain text
 //! and `\"`, `\\` and `\n` are escapes, as in the Prometheus text format.
 
 use std::collections::BTreeMap;
 
-/// Why a `labels_raw` field could not be parsed. Offsets are byte offsets from the start of the field.
+/// Error from parsing a `labels_raw` field. Offsets are byte offsets from the start of the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LabelsError {
     #[error("label at offset {offset} has an empty name; write pairs as key=\"value\"")]

@@ -43,7 +43,7 @@ pub struct TelemetryRecord {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Why a record is not acceptable as telemetry.
+/// Broken invariant of a telemetry record.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ValidationError {
     #[error("field `{field}` is empty; every record needs a non-empty {field}")]
@@ -80,7 +80,7 @@ impl TelemetryRecord {
     }
 }
 
-/// Why a message body is not a valid telemetry record.
+/// Error from decoding a message body as a telemetry record.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("invalid telemetry JSON: {0}")]
