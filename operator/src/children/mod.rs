@@ -825,6 +825,21 @@ mod tests {
     }
 
     #[test]
+    fn generated_tokens_file_is_accepted_by_the_api() {
+        let children = render(TelemetryPipelineSpec::default());
+        let secret = children
+            .secrets
+            .iter()
+            .find(|s| s.name_any() == secrets::api_tokens_secret_name("gpu"))
+            .expect("a generated tokens Secret");
+        let file = &secret.string_data.as_ref().expect("string data")[secrets::API_TOKENS_KEY];
+        let lines: Vec<&str> = file.lines().collect();
+        assert_eq!(lines.len(), 1);
+        let line = telemetry_core::api_tokens::parse_line(lines[0]).expect("the API parses the line");
+        assert_eq!(line.name, secrets::GENERATED_TOKEN_NAME);
+    }
+
+    #[test]
     fn generated_secrets_are_random() {
         let first = SecretValues::random();
         let second = SecretValues::random();

@@ -18,6 +18,8 @@ pub const USERNAME_KEY: &str = "username";
 pub const PASSWORD_KEY: &str = "password";
 /// Key of the MongoDB connection string in the MongoDB credentials Secret.
 pub const MONGODB_URI_KEY: &str = "uri";
+/// Name of the generated API token, which the API logs in place of the token.
+pub const GENERATED_TOKEN_NAME: &str = "generated";
 /// Key of the tokens file in the generated API tokens Secret.
 pub const API_TOKENS_KEY: &str = "tokens";
 
@@ -115,7 +117,7 @@ pub fn mongodb_credentials(ctx: &RenderContext, values: &SecretValues) -> Secret
 
 /// A tokens file with one bearer token for the REST API.
 pub fn api_tokens(ctx: &RenderContext, values: &SecretValues) -> Secret {
-    let tokens = format!("{}\n", values.api_token);
+    let tokens = telemetry_core::api_tokens::format_line(GENERATED_TOKEN_NAME, &values.api_token);
     secret(
         ctx,
         Component::Metrics,

@@ -5,6 +5,7 @@
 //! - [`dcgm`]: the DCGM CSV reader that turns rows into records.
 //! - [`contract`]: ports, environment variable names, probe paths and AMQP/MongoDB names.
 //!   The operator builds its Services and containers from the same constants.
+//! - [`api_tokens`]: the line format of the REST API's tokens file.
 //! - [`admin`]: the `/healthz`, `/readyz` and `/metrics` HTTP server of every service.
 //! - [`redact`]: connection strings with the password hidden, for logs and errors.
 //! - [`runtime`]: logging set-up and the shutdown signal.
@@ -12,6 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod api_tokens;
 pub mod contract;
 pub mod dcgm;
 pub mod labels;

@@ -131,36 +131,11 @@ fn tokens_line(path: &Path, line: usize, reason: String) -> Error {
 
 /// Splits one non-comment line into name and token. Error texts never contain the token.
 fn parse_line(line: &str) -> Result<TokenEntry, String> {
-    let Some((name, token)) = line.split_once(':') else {
-        return Err("expected `name:token`, found no `:`".to_owned());
-    };
-    let (name, token) = (name.trim(), token.trim());
-    if name.is_empty() {
-        return Err("the name before `:` is empty".to_owned());
-    }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "the name {name:?} contains white space or control characters"
-        ));
-    }
-    if token.is_empty() {
-        return Err(format!("the token of `{name}` is empty"));
-    }
-    if !token.bytes().all(is_b64token_byte) {
-        return Err(format!(
-            "the token of `{name}` contains characters a Bearer header cannot carry; \
-             use letters, digits and - . _ ~ + / ="
-        ));
-    }
+    let parsed = telemetry_core::api_tokens::parse_line(line)?;
     Ok(TokenEntry {
-        name: name.to_owned(),
-        token: token.as_bytes().to_vec(),
+        name: parsed.name,
+        token: parsed.token.into_bytes(),
     })
-}
-
-/// Bytes allowed in `b64token`, the Bearer credential syntax of RFC 6750 section 2.1.
-fn is_b64token_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
