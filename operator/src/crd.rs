@@ -872,7 +872,31 @@ pub struct Endpoints {
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
 
-    serde_yaml::to_string(&TelemetryPipeline::crd())
+    // Keys are sorted explicitly: serde_json keeps insertion order when any crate in the
+    // build enables its `preserve_order` feature, and the output must not depend on that.
+    let crd = serde_json::to_value(TelemetryPipeline::crd())
+        .map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
+    serde_yaml::to_string(&sort_keys(crd))
+}
+
+/// Returns `value` with the keys of every object in lexical order.
+fn sort_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|left, right| left.0.cmp(&right.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, item)| (key, sort_keys(item)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sort_keys).collect())
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]
