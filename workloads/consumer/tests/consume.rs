@@ -1,7 +1,5 @@
 //! The consumer between a real broker (RabbitMQ) and a real MongoDB-wire server.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -10,7 +8,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use mongodb::Client;
 use mongodb::bson::doc;
-use support::RabbitMq;
+use telemetry_core::testing::RabbitMq;
 use telemetry_consumer::document::body_hash_id;
 use telemetry_consumer::{Consumer, ConsumerConfig, ConsumerMetrics, ConsumerMode};
 use telemetry_core::testing::MongoServer;

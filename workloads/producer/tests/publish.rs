@@ -1,8 +1,6 @@
 //! The producer against a real broker: what it publishes, and how it reports bad input and an
 //! unreachable broker.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::Duration;
@@ -12,7 +10,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
-use support::RabbitMq;
+use telemetry_core::testing::RabbitMq;
 use telemetry_core::TelemetryRecord;
 use telemetry_core::testing::free_port;
 use telemetry_producer::generate::{GeneratorConfig, write_dcgm_csv};
