@@ -254,24 +254,9 @@ impl Shared {
         exchange: &str,
         key: &str,
     ) -> Result<(), Exception> {
-        let mut state = self.lock();
-        let state = &mut *state;
-        let queue = state
-            .queues
-            .get(queue)
-            .ok_or_else(|| missing_queue(queue))?;
-        check_owner(queue, connection)?;
-        if exchange.is_empty() {
-            return Err(Exception::access_refused(
-                "operation not permitted on the default exchange",
-            ));
-        }
-        let target = state
-            .exchanges
-            .get_mut(exchange)
-            .ok_or_else(|| missing_exchange(exchange))?;
-        target.bind(&queue.name, key);
-        Ok(())
+        self.change_binding(connection, queue, exchange, |target, queue| {
+            target.bind(queue, key);
+        })
     }
 
     pub(crate) fn unbind_queue(
@@ -280,6 +265,20 @@ impl Shared {
         queue: &str,
         exchange: &str,
         key: &str,
+    ) -> Result<(), Exception> {
+        self.change_binding(connection, queue, exchange, |target, queue| {
+            target.unbind(queue, key);
+        })
+    }
+
+    /// Checks that `connection` may change the bindings of `queue` on `exchange`, then applies
+    /// `change` to the exchange with the queue's name.
+    fn change_binding(
+        &self,
+        connection: ConnectionId,
+        queue: &str,
+        exchange: &str,
+        change: impl FnOnce(&mut Exchange, &Arc<str>),
     ) -> Result<(), Exception> {
         let mut state = self.lock();
         let state = &mut *state;
@@ -297,7 +296,7 @@ impl Shared {
             .exchanges
             .get_mut(exchange)
             .ok_or_else(|| missing_exchange(exchange))?;
-        target.unbind(&queue.name, key);
+        change(target, &queue.name);
         Ok(())
     }
 
