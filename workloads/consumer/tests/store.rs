@@ -48,6 +48,42 @@ async fn metrics_store_against_mongodb() {
     batch_stored_with_types(&server).await;
     redelivered_batch_stored_once(&server).await;
     indexes_created_idempotently(&server).await;
+    gpu_summaries_follow_latest_sample(&server).await;
+}
+
+async fn gpu_summaries_follow_latest_sample(server: &MongoServer) {
+    let store = store(server, "summaries").await;
+    let at = |text: &str, host: &str| {
+        let mut sample = record(7, 1.0);
+        sample.timestamp = parse_timestamp(text).unwrap();
+        sample.hostname = host.into();
+        sample
+    };
+    let newer = to_document("run:1", &at("2025-07-18T20:43:00Z", "node-2")).unwrap();
+    let older = to_document("run:2", &at("2025-07-18T20:42:00Z", "node-2")).unwrap();
+    store.insert_batch(&[older.clone(), newer]).await.unwrap();
+    // A redelivered, older batch must not move last_seen back.
+    store.insert_batch(&[older]).await.unwrap();
+
+    let client = Client::with_uri_str(&server.uri).await.unwrap();
+    let gpus: Vec<Document> = client
+        .database("summaries")
+        .collection::<Document>("gpus")
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(gpus.len(), 1);
+    let gpu = &gpus[0];
+    assert_eq!(gpu.get_str("_id").unwrap(), "GPU-00000000-0000-4000-8000-000000000007");
+    assert_eq!(gpu.get_str("hostname").unwrap(), "node-2");
+    assert_eq!(gpu.get_i32("gpu_id").unwrap(), 7);
+    assert_eq!(
+        gpu.get_datetime("last_seen").unwrap().try_to_rfc3339_string().unwrap(),
+        "2025-07-18T20:43:00Z"
+    );
 }
 
 async fn batch_stored_with_types(server: &MongoServer) {

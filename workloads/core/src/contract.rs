@@ -32,6 +32,9 @@ pub const ALL_METRICS_BINDING: &str = "#";
 pub const DEFAULT_DATABASE: &str = "telemetry";
 /// Collection that contains one document per telemetry record.
 pub const METRICS_COLLECTION: &str = "metrics";
+/// Collection with one summary document per GPU (`_id` = uuid, identity fields, `last_seen`),
+/// which the consumer keeps current and the REST API lists.
+pub const GPUS_COLLECTION: &str = "gpus";
 
 /// Default AMQP URL of every client.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";

@@ -101,8 +101,6 @@ struct GpuSummary {
     hostname: String,
     /// Time of the latest sample, RFC 3339 in UTC.
     last_seen: String,
-    /// Number of stored samples of all metrics.
-    sample_count: u64,
 }
 
 impl TryFrom<StoredGpu> for GpuSummary {
@@ -117,7 +115,6 @@ impl TryFrom<StoredGpu> for GpuSummary {
             model_name: gpu.model_name,
             hostname: gpu.hostname,
             last_seen: format_timestamp(&last_seen),
-            sample_count: gpu.sample_count,
         })
     }
 }

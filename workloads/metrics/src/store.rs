@@ -14,7 +14,7 @@ use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use telemetry_core::TelemetryRecord;
-use telemetry_core::contract::METRICS_COLLECTION;
+use telemetry_core::contract::{GPUS_COLLECTION, METRICS_COLLECTION};
 
 use crate::{Error, Result};
 
@@ -22,6 +22,10 @@ use crate::{Error, Result};
 pub const INDEX_UUID_TIMESTAMP: &str = "uuid_timestamp_id";
 /// Name of the index that serves a GPU's telemetry of one metric in time order.
 pub const INDEX_UUID_METRIC_TIMESTAMP: &str = "uuid_metric_timestamp_id";
+/// Index of the `gpus` collection for listings sorted by host.
+pub const INDEX_GPU_HOSTNAME: &str = "hostname_id";
+/// Index of the `gpus` collection for listings sorted by the time of the latest sample.
+pub const INDEX_GPU_LAST_SEEN: &str = "last_seen_id";
 
 /// Server-side time limit of each query (`maxTimeMS`), so a slow query cannot hold a request
 /// and a connection open indefinitely.
@@ -48,6 +52,22 @@ pub fn indexes() -> Vec<IndexModel> {
         IndexModel::builder()
             .keys(doc! { "uuid": 1, "metric_name": 1, "timestamp": 1, "_id": 1 })
             .options(named(INDEX_UUID_METRIC_TIMESTAMP))
+            .build(),
+    ]
+}
+
+/// The indexes of the `gpus` collection, one per GPU sort order besides `_id`. The consumer
+/// creates the same names and keys.
+pub fn gpu_indexes() -> Vec<IndexModel> {
+    let named = |name: &str| IndexOptions::builder().name(name.to_owned()).build();
+    vec![
+        IndexModel::builder()
+            .keys(doc! { "hostname": 1, "_id": 1 })
+            .options(named(INDEX_GPU_HOSTNAME))
+            .build(),
+        IndexModel::builder()
+            .keys(doc! { "last_seen": 1, "_id": 1 })
+            .options(named(INDEX_GPU_LAST_SEEN))
             .build(),
     ]
 }
@@ -196,7 +216,10 @@ impl TelemetryFilter {
             // milliseconds, so both select the same documents. NOTE: the exclusive form is used
             // because secantusd-py 0.7.0b3, the MongoDB-wire server of the tests, drops
             // documents equal to a `$lte` bound on an index field followed by more fields.
-            range.insert("$lt", bson::DateTime::from_millis(upper.timestamp_millis() + 1));
+            range.insert(
+                "$lt",
+                bson::DateTime::from_millis(upper.timestamp_millis() + 1),
+            );
         }
         if !range.is_empty() {
             filter.insert("timestamp", range);
@@ -248,7 +271,7 @@ impl GpuSortField {
         }
     }
 
-    /// Name of the field in the aggregation output, where the uuid is the group `_id`.
+    /// Name of the field in a `gpus` summary document, where the uuid is the `_id`.
     fn stored_name(self) -> &'static str {
         match self {
             GpuSortField::Uuid => "_id",
@@ -271,7 +294,7 @@ pub struct GpuKey {
     pub last_seen_ms: Option<i64>,
 }
 
-/// One GPU as the aggregation over its telemetry returns it.
+/// One GPU as its summary document in the `gpus` collection stores it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct StoredGpu {
     #[serde(rename = "_id")]
@@ -281,7 +304,6 @@ pub struct StoredGpu {
     pub model_name: String,
     pub hostname: String,
     pub last_seen: bson::DateTime,
-    pub sample_count: u64,
 }
 
 impl StoredGpu {
@@ -319,6 +341,7 @@ impl<T> Page<T> {
 pub struct Store {
     database: Database,
     metrics: Collection<Document>,
+    gpus: Collection<Document>,
 }
 
 impl Store {
@@ -348,7 +371,12 @@ impl Store {
     /// Wraps an existing database handle.
     pub fn from_database(database: Database) -> Self {
         let metrics = database.collection(METRICS_COLLECTION);
-        Store { database, metrics }
+        let gpus = database.collection(GPUS_COLLECTION);
+        Store {
+            database,
+            metrics,
+            gpus,
+        }
     }
 
     /// Creates the [`indexes`] unless they exist already.
@@ -359,6 +387,12 @@ impl Store {
             .await
             .map_err(Error::mongo("createIndexes"))?;
         tracing::info!(indexes = ?created.index_names, collection = METRICS_COLLECTION, "indexes ensured");
+        let created = self
+            .gpus
+            .create_indexes(gpu_indexes())
+            .await
+            .map_err(Error::mongo("createIndexes"))?;
+        tracing::info!(indexes = ?created.index_names, collection = GPUS_COLLECTION, "indexes ensured");
         Ok(())
     }
 
@@ -410,10 +444,8 @@ impl Store {
     }
 
     /// Returns up to `limit` GPUs, sorted by `field` in `order` with `uuid` breaking ties,
-    /// that sort after `after`.
-    ///
-    /// NOTE: the `$group` reads every document of the collection on each call, so the cost
-    /// grows with the retained telemetry, not with the page size.
+    /// that sort after `after`. Reads the per-GPU summaries, so the cost follows the page
+    /// size and the number of GPUs, not the amount of stored telemetry.
     pub async fn gpu_page(
         &self,
         field: GpuSortField,
@@ -421,70 +453,27 @@ impl Store {
         after: Option<&GpuKey>,
         limit: u32,
     ) -> Result<Page<StoredGpu>> {
+        let filter = after.map_or_else(Document::new, |key| gpu_keyset(field, order, key));
+        let direction = order.direction();
+        let sort = match field {
+            GpuSortField::Uuid => doc! { "_id": direction },
+            _ => doc! { field.stored_name(): direction, "_id": direction },
+        };
         let cursor = self
-            .metrics
-            .aggregate(gpu_pipeline(field, order, after, limit))
-            .allow_disk_use(true)
+            .gpus
+            .clone_with_type::<StoredGpu>()
+            .find(filter)
+            .sort(sort)
+            .limit(i64::from(limit) + 1)
             .max_time(QUERY_MAX_TIME)
-            .with_type::<StoredGpu>()
             .await
-            .map_err(Error::mongo("aggregate GPUs"))?;
+            .map_err(Error::mongo("find GPUs"))?;
         let gpus: Vec<StoredGpu> = cursor
             .try_collect()
             .await
             .map_err(Error::mongo("read GPUs"))?;
         Ok(Page::from_overfetch(gpus, limit))
     }
-}
-
-/// Builds the GPU listing: one group per uuid with the identity fields of its latest sample,
-/// then keyset, sort and limit on the grouped output. The `$top` accumulator needs
-/// MongoDB 5.2 or later.
-fn gpu_pipeline(
-    field: GpuSortField,
-    order: SortOrder,
-    after: Option<&GpuKey>,
-    limit: u32,
-) -> Vec<Document> {
-    let latest = doc! {
-        "$top": {
-            "sortBy": { "timestamp": -1, "_id": -1 },
-            "output": {
-                "gpu_id": "$gpu_id",
-                "device": "$device",
-                "model_name": "$model_name",
-                "hostname": "$hostname",
-            },
-        },
-    };
-    let mut pipeline = vec![
-        doc! { "$group": {
-            "_id": "$uuid",
-            "latest": latest,
-            "last_seen": { "$max": "$timestamp" },
-            "sample_count": { "$sum": 1 },
-        } },
-        doc! { "$project": {
-            "_id": 1,
-            "gpu_id": "$latest.gpu_id",
-            "device": "$latest.device",
-            "model_name": "$latest.model_name",
-            "hostname": "$latest.hostname",
-            "last_seen": 1,
-            "sample_count": 1,
-        } },
-    ];
-    if let Some(key) = after {
-        pipeline.push(doc! { "$match": gpu_keyset(field, order, key) });
-    }
-    let direction = order.direction();
-    let sort = match field {
-        GpuSortField::Uuid => doc! { "_id": direction },
-        _ => doc! { field.stored_name(): direction, "_id": direction },
-    };
-    pipeline.push(doc! { "$sort": sort });
-    pipeline.push(doc! { "$limit": i64::from(limit) + 1 });
-    pipeline
 }
 
 /// Builds the `$match` that selects GPUs after `key` in the listing order.

@@ -11,7 +11,7 @@ use mongodb::bson::{DateTime, Document, doc};
 use mongodb::{Client, Collection};
 use prometheus_client::registry::Registry;
 use serde_json::Value;
-use telemetry_core::contract::METRICS_COLLECTION;
+use telemetry_core::contract::{GPUS_COLLECTION, METRICS_COLLECTION};
 use telemetry_core::testing::MongoServer;
 use telemetry_metrics::{AppState, Auth, HttpMetrics, PageLimits, Store, TokenSet, app};
 use tower::ServiceExt;
@@ -80,11 +80,48 @@ impl Fixture {
         }
     }
 
+    /// Inserts metrics documents and updates the `gpus` summaries as the consumer does with one
+    /// batch: per GPU, the identity fields of the batch's latest sample and the latest
+    /// `last_seen`.
     pub async fn insert(&self, documents: Vec<Document>) {
         self.metrics
-            .insert_many(documents)
+            .insert_many(&documents)
             .await
             .expect("inserting test documents");
+
+        let gpus: Collection<Document> = self
+            .metrics
+            .client()
+            .database(&self.database)
+            .collection(GPUS_COLLECTION);
+        let mut latest: std::collections::BTreeMap<String, Document> = Default::default();
+        for document in documents {
+            let uuid = document
+                .get_str("uuid")
+                .expect("test documents have a uuid")
+                .to_owned();
+            let time = document
+                .get_datetime("timestamp")
+                .expect("test documents have a timestamp");
+            let newer = latest.get(&uuid).is_none_or(|current| {
+                current.get_datetime("timestamp").expect("timestamp") <= time
+            });
+            if newer {
+                latest.insert(uuid, document);
+            }
+        }
+        for (uuid, document) in latest {
+            let mut identity = Document::new();
+            for field in ["gpu_id", "device", "model_name", "hostname"] {
+                identity.insert(field, document.get(field).expect("identity field").clone());
+            }
+            let last_seen = *document.get_datetime("timestamp").expect("timestamp");
+            let update = doc! { "$set": identity, "$max": { "last_seen": last_seen } };
+            gpus.update_one(doc! { "_id": &uuid }, update)
+                .upsert(true)
+                .await
+                .expect("updating a GPU summary");
+        }
     }
 
     /// GETs `uri` with the valid test token and returns status and JSON body.
