@@ -26,10 +26,14 @@ echo "==> DCGM export for the end-to-end tests: ${DCGM_CSV:-$root/data/dcgm_samp
 
 if [ "${COVERAGE:-0}" = 1 ]; then
     bash scripts/coverage.sh check
+    bin_dir="$root/target/llvm-cov-target/debug"
 else
     cargo build --workspace --bins --locked
     cargo nextest run --workspace --locked --no-fail-fast
+    bin_dir="$root/target/debug"
 fi
 
-bash scripts/validate-k8s.sh
+# The workspace tests above include the CRD and CEL checks; reuse their build.
+LLVM_PROFILE_FILE="${TMPDIR:-/tmp}/telemetry-validate-%p.profraw" OPERATOR_BIN="$bin_dir/telemetry-operator" \
+    CRD_TESTS_DONE=1 bash scripts/validate-k8s.sh
 bash scripts/check-helm.sh
