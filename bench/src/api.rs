@@ -108,7 +108,7 @@ pub async fn run(
     footprint.loaded(&mongo.process, "api (wrk)");
 
     table.note(format!(
-        "{rows} rows ({hosts} hosts x {GPUS_PER_HOST} GPUs x {SAMPLES} samples x 10 fields) loaded with insert_many; the metrics service created its indexes at start."
+        "{rows} rows ({hosts} hosts x {GPUS_PER_HOST} GPUs x {SAMPLES} samples x 10 fields) loaded with the consumer's batch writer (insert_many plus the per-GPU summaries); the metrics service created its indexes at start."
     ));
     table.note(format!(
         "wrk: {WRK_THREADS} threads, {CONCURRENCY} connections, {:?}, bearer token; driver: {CONCURRENCY} tasks in the harness, same duration, at most {} requests.",
@@ -141,11 +141,13 @@ enum QueryKind {
     Telemetry(String),
 }
 
+/// Stores the documents as the consumer does, in batches of 1000, so that the per-GPU
+/// summaries the GPU listing reads are written too.
 async fn seed(uri: &str, database: &str, documents: Vec<Document>) -> Result<()> {
     let client = Client::with_uri_str(uri).await.map_err(Error::mongo("connecting"))?;
-    let collection = client.database(database).collection::<Document>(contract::METRICS_COLLECTION);
+    let store = telemetry_consumer::store::MetricsStore::new(&client.database(database));
     for chunk in documents.chunks(1000) {
-        collection.insert_many(chunk).ordered(false).await.map_err(Error::mongo("seeding the API data"))?;
+        store.insert_batch(chunk).await.map_err(Error::mongo("seeding the API data"))?;
     }
     Ok(())
 }
