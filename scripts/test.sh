@@ -6,9 +6,9 @@
 #   scripts/test.sh                # what `make test` runs
 #   COVERAGE=1 scripts/test.sh     # what CI runs
 #
-# DCGM_CSV names the real DCGM export for the end-to-end tests; it defaults to
-# ../shared/data/dcgm_metrics_20250718_134233.csv beside the repository when that file exists,
-# else the tests use the sample under data/.
+# DCGM_CSV names the DCGM export for the end-to-end tests. When it is unset and the full export
+# (dcgm_metrics_20250718_134233.csv) sits in ../shared/data beside the repository, the script
+# uses that file. Otherwise the tests use the sample under data/.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -152,7 +152,7 @@ fn latest_per_gpu(documents: &[Document]) -> BTreeMap<&str, &Document> {
     latest
 }
 
-/// The indexes of the `gpus` collection, one per sort order of the GPU listing besides `_id`.
+/// Returns the indexes of the `gpus` collection, one per sort order of the GPU listing besides `_id`.
 /// The REST API ensures the same names and keys.
 pub fn gpu_index_models() -> Vec<IndexModel> {
     let named = |name: &str| IndexOptions::builder().name(name.to_owned()).build();

@@ -17,7 +17,7 @@ pub fn format_line(name: &str, token: &str) -> String {
     format!("{name}:{token}\n")
 }
 
-/// Parses one non-blank, non-comment line. The error says what is wrong without repeating
+/// Parses one non-blank, non-comment line. The error describes the problem without repeating
 /// the token.
 pub fn parse_line(line: &str) -> Result<TokenLine, String> {
     let Some((name, token)) = line.split_once(':') else {

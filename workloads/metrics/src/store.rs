@@ -56,7 +56,7 @@ pub fn indexes() -> Vec<IndexModel> {
     ]
 }
 
-/// The indexes of the `gpus` collection, one per GPU sort order besides `_id`. The consumer
+/// Returns the indexes of the `gpus` collection, one per GPU sort order besides `_id`. The consumer
 /// creates the same names and keys.
 pub fn gpu_indexes() -> Vec<IndexModel> {
     let named = |name: &str| IndexOptions::builder().name(name.to_owned()).build();
