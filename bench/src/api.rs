@@ -114,7 +114,7 @@ pub async fn run(
         "wrk: {WRK_THREADS} threads, {CONCURRENCY} connections, {:?}, bearer token; driver: {CONCURRENCY} tasks in the harness, same duration, at most {} requests.",
         counts.api_duration, counts.api_requests
     ));
-    table.note("The GPU list aggregates every document of the collection per request, so its cost grows with the rows stored.");
+    table.note("The GPU list reads the per-GPU summaries in the gpus collection, so its cost follows the page size, not the rows stored.");
     Ok(table)
 }
 

@@ -20,7 +20,8 @@ const BATCH_TIMEOUT_ENV: &str = env::CONSUMER_BATCH_TIMEOUT_MS;
     about = "Consumes telemetry messages and stores each record once in MongoDB"
 )]
 struct Cli {
-    /// AMQP URL of the broker.
+    /// AMQP URL of the broker, with user and password [default: the guest account on
+    /// 127.0.0.1:5672, virtual host /].
     #[arg(long, env = env::AMQP_URL, default_value = contract::DEFAULT_AMQP_URL, hide_default_value = true)]
     amqp_url: String,
 

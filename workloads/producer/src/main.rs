@@ -45,7 +45,8 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct PublishArgs {
-    /// AMQP URL of the broker.
+    /// AMQP URL of the broker, with user and password [default: the guest account on
+    /// 127.0.0.1:5672, virtual host /].
     #[arg(long, env = env::AMQP_URL, default_value = contract::DEFAULT_AMQP_URL, hide_default_value = true)]
     amqp_url: String,
 
