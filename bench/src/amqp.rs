@@ -48,6 +48,34 @@ pub struct Case {
     pub warmup_per_pair: u64,
     /// Upper bound on one phase; a phase that exceeds it fails the case.
     pub timeout: Duration,
+    /// A latency phase at a fixed publish rate, run after the throughput phase.
+    pub paced: Option<Paced>,
+}
+
+/// A phase in which the publishers together send a fixed number of messages per second, well
+/// below saturation, so that publish-to-delivery latency is not the age of a backlog.
+#[derive(Debug, Clone, Copy)]
+pub struct Paced {
+    /// Messages per second over all publishers, split evenly over the pairs.
+    pub total_rate: u32,
+    /// Messages each publisher sends in the paced phase.
+    pub messages_per_pair: u64,
+}
+
+/// How often a paced publisher wakes up. Tokio's timer has millisecond resolution, so the
+/// publisher wakes every millisecond and sends what the schedule says is due.
+const PACING_TICK: Duration = Duration::from_millis(1);
+
+/// Most messages one tick may send to catch up with the schedule. A publisher that fell behind
+/// (a slow confirm, a descheduled task) catches up in small bursts instead of one large one.
+const MAX_BURST: u64 = 8;
+
+/// Messages due at `elapsed` since the start of a schedule of `rate` messages per second when
+/// `sent` have gone out already, at most [`MAX_BURST`] and never past `total`.
+pub fn due_now(elapsed: Duration, rate: f64, sent: u64, total: u64) -> u64 {
+    // The first message is due at once, message n at n / rate seconds.
+    let scheduled = ((elapsed.as_secs_f64() * rate).floor() as u64).saturating_add(1).min(total);
+    scheduled.saturating_sub(sent).min(MAX_BURST)
 }
 
 /// What one case measured.
@@ -56,6 +84,17 @@ pub struct CaseResult {
     pub delivered: u64,
     pub elapsed: Duration,
     pub messages_per_second: f64,
+    pub latency: Percentiles,
+    /// Present when the case asked for a paced phase.
+    pub paced: Option<PacedResult>,
+}
+
+/// What the paced phase measured.
+#[derive(Debug, Clone)]
+pub struct PacedResult {
+    pub delivered: u64,
+    /// Messages delivered per second over the phase, to check that both brokers got the rate.
+    pub achieved_rate: f64,
     pub latency: Percentiles,
 }
 
@@ -75,9 +114,25 @@ pub async fn run_case(url: &str, case: &Case, body: &[u8], run_tag: &str) -> Res
     }
 
     if case.warmup_per_pair > 0 {
-        run_phase(&pairs, case, case.warmup_per_pair, body).await?;
+        run_phase(&pairs, case, case.warmup_per_pair, body, None).await?;
     }
-    let (delivered, elapsed, mut latencies) = run_phase(&pairs, case, case.messages_per_pair, body).await?;
+    let (delivered, elapsed, mut latencies) = run_phase(&pairs, case, case.messages_per_pair, body, None).await?;
+
+    // The throughput phase ends when every consumer has received its share, so the queues
+    // are empty when the paced phase starts.
+    let paced = match case.paced {
+        Some(paced) => {
+            let rate_per_pair = f64::from(paced.total_rate) / case.pairs as f64;
+            let (delivered, elapsed, mut latencies) =
+                run_phase(&pairs, case, paced.messages_per_pair, body, Some(rate_per_pair)).await?;
+            Some(PacedResult {
+                delivered,
+                achieved_rate: rate(delivered, elapsed),
+                latency: percentiles(&mut latencies),
+            })
+        }
+        None => None,
+    };
 
     for pair in &pairs {
         pair.close().await;
@@ -87,6 +142,7 @@ pub async fn run_case(url: &str, case: &Case, body: &[u8], run_tag: &str) -> Res
         elapsed,
         messages_per_second: rate(delivered, elapsed),
         latency: percentiles(&mut latencies),
+        paced,
     })
 }
 
@@ -124,8 +180,7 @@ impl Pair {
     }
 
     async fn close(&self) {
-        if let Err(err) = self.publisher.queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default()).await
-        {
+        if let Err(err) = self.publisher.queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default()).await {
             tracing::warn!(queue = %self.queue, cause = %err, "queue not deleted");
         }
         let _ = self.publisher_connection.close(200, "benchmark done".into()).await;
@@ -133,21 +188,35 @@ impl Pair {
     }
 }
 
-/// Sends `count` messages through every pair at once; returns the messages delivered, the
-/// time from the first publish to the last delivery, and every delivery's latency in ns.
-async fn run_phase(pairs: &[Pair], case: &Case, count: u64, body: &[u8]) -> Result<(u64, Duration, Vec<u64>)> {
+/// Sends `count` messages through every pair at once, each publisher as fast as its confirm
+/// window allows or, with `rate_per_pair`, at that many messages per second; returns the
+/// messages delivered, the time from the first publish to the last delivery, and every
+/// delivery's latency in ns.
+async fn run_phase(
+    pairs: &[Pair],
+    case: &Case,
+    count: u64,
+    body: &[u8],
+    rate_per_pair: Option<f64>,
+) -> Result<(u64, Duration, Vec<u64>)> {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(pairs.len() * 2);
     for (index, pair) in pairs.iter().enumerate() {
         let tag = format!("bench-consumer-{index}-{}", now_ns());
         let deliveries = pair
             .consumer
-            .basic_consume(pair.queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                pair.queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .map_err(Error::amqp("starting the consumer"))?;
         let consumer = Consuming { channel: pair.consumer.clone(), tag, deliveries };
         tasks.push(tokio::spawn(consume(consumer, count, body.len(), case.timeout)));
-        tasks.push(tokio::spawn(publish(pair.publisher.clone(), pair.queue.clone(), count, body.to_vec(), case.durable)));
+        let publisher = Publisher { channel: pair.publisher.clone(), queue: pair.queue.clone(), durable: case.durable };
+        tasks.push(tokio::spawn(publish(publisher, count, body.to_vec(), rate_per_pair)));
     }
 
     let deadline = tokio::time::Instant::now() + case.timeout + Duration::from_secs(5);
@@ -175,23 +244,39 @@ enum Side {
     Consumed(Vec<u64>),
 }
 
-async fn publish(channel: Channel, queue: String, count: u64, body: Vec<u8>, durable: bool) -> Result<Side> {
+/// The channel and queue one publisher task sends on.
+struct Publisher {
+    channel: Channel,
+    queue: String,
+    durable: bool,
+}
+
+/// Publishes `count` messages, flat out or paced at `rate` messages per second, and waits
+/// for every confirm.
+async fn publish(publisher: Publisher, count: u64, body: Vec<u8>, rate: Option<f64>) -> Result<Side> {
     let mut unconfirmed = VecDeque::with_capacity(CONFIRM_WINDOW);
-    for _ in 0..count {
-        if unconfirmed.len() >= CONFIRM_WINDOW {
-            wait_confirm(unconfirmed.pop_front()).await?;
+    let mut sent = 0;
+    match rate {
+        None => {
+            while sent < count {
+                publish_one(&publisher, &body, &mut unconfirmed).await?;
+                sent += 1;
+            }
         }
-        let mut headers = FieldTable::default();
-        headers.insert(SENT_HEADER.into(), AMQPValue::LongLongInt(now_ns() as i64));
-        let mut properties = BasicProperties::default().with_headers(headers);
-        if durable {
-            properties = properties.with_delivery_mode(PERSISTENT);
+        Some(rate) => {
+            let started = tokio::time::Instant::now();
+            let mut ticks = tokio::time::interval(PACING_TICK);
+            // A late tick does not bring the missed ones at once; due_now catches up instead,
+            // in bursts of at most MAX_BURST.
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while sent < count {
+                ticks.tick().await;
+                for _ in 0..due_now(started.elapsed(), rate, sent, count) {
+                    publish_one(&publisher, &body, &mut unconfirmed).await?;
+                    sent += 1;
+                }
+            }
         }
-        let confirm = channel
-            .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), &body, properties)
-            .await
-            .map_err(Error::amqp("publishing"))?;
-        unconfirmed.push_back(confirm);
     }
     while let Some(confirm) = unconfirmed.pop_front() {
         wait_confirm(Some(confirm)).await?;
@@ -199,8 +284,36 @@ async fn publish(channel: Channel, queue: String, count: u64, body: Vec<u8>, dur
     Ok(Side::Published)
 }
 
+/// Publishes one message stamped with the current time, first waiting for the oldest confirm
+/// when the window is full.
+async fn publish_one(
+    publisher: &Publisher,
+    body: &[u8],
+    unconfirmed: &mut VecDeque<lapin::PublisherConfirm>,
+) -> Result<()> {
+    if unconfirmed.len() >= CONFIRM_WINDOW {
+        wait_confirm(unconfirmed.pop_front()).await?;
+    }
+    // Stamped here, after any wait, so latency starts at the publish call and not at the tick.
+    let mut headers = FieldTable::default();
+    headers.insert(SENT_HEADER.into(), AMQPValue::LongLongInt(now_ns() as i64));
+    let mut properties = BasicProperties::default().with_headers(headers);
+    if publisher.durable {
+        properties = properties.with_delivery_mode(PERSISTENT);
+    }
+    let confirm = publisher
+        .channel
+        .basic_publish("".into(), publisher.queue.as_str().into(), BasicPublishOptions::default(), body, properties)
+        .await
+        .map_err(Error::amqp("publishing"))?;
+    unconfirmed.push_back(confirm);
+    Ok(())
+}
+
 async fn wait_confirm(confirm: Option<lapin::PublisherConfirm>) -> Result<()> {
-    let Some(confirm) = confirm else { return Ok(()) };
+    let Some(confirm) = confirm else {
+        return Ok(());
+    };
     let confirmation = confirm.await.map_err(Error::amqp("waiting for a publisher confirm"))?;
     if confirmation.is_nack() {
         return Err(Error::Check("the broker nacked a published message".into()));
@@ -227,7 +340,9 @@ async fn consume(consumer: Consuming, count: u64, body_len: usize, timeout: Dura
         })?;
         let delivery = match next {
             Some(delivery) => delivery.map_err(Error::amqp("receiving a delivery"))?,
-            None => return Err(Error::Check(format!("consumer stream ended after {} messages", latencies.len()))),
+            None => {
+                return Err(Error::Check(format!("consumer stream ended after {} messages", latencies.len())));
+            }
         };
         let received = now_ns();
         let sent = sent_ns(&delivery.properties)
@@ -282,5 +397,41 @@ fn sent_ns(properties: &BasicProperties) -> Option<u64> {
         AMQPValue::LongLongInt(value) => u64::try_from(*value).ok(),
         AMQPValue::Timestamp(value) => Some(*value),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_message_is_due_at_once() {
+        assert_eq!(due_now(Duration::ZERO, 2_000.0, 0, 100), 1);
+        assert_eq!(due_now(Duration::ZERO, 2_000.0, 1, 100), 0);
+    }
+
+    #[test]
+    fn schedule_follows_the_rate() {
+        // 2,000/s: message n is due at n * 0.5 ms, so after 10 ms messages 0..=20 are due.
+        assert_eq!(due_now(Duration::from_millis(10), 2_000.0, 18, 1_000), 3);
+        // 500/s: one message every 2 ms; at 3 ms messages 0 and 1 are due.
+        assert_eq!(due_now(Duration::from_millis(3), 500.0, 1, 1_000), 1);
+        assert_eq!(due_now(Duration::from_millis(3), 500.0, 2, 1_000), 0);
+    }
+
+    #[test]
+    fn catching_up_is_limited_to_a_burst() {
+        assert_eq!(due_now(Duration::from_secs(1), 2_000.0, 0, 100_000), MAX_BURST);
+    }
+
+    #[test]
+    fn never_past_the_total() {
+        assert_eq!(due_now(Duration::from_secs(60), 2_000.0, 98, 100), 2);
+        assert_eq!(due_now(Duration::from_secs(60), 2_000.0, 100, 100), 0);
+    }
+
+    #[test]
+    fn ahead_of_schedule_sends_nothing() {
+        assert_eq!(due_now(Duration::from_millis(1), 1_000.0, 5, 100), 0);
     }
 }

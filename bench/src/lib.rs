@@ -113,7 +113,13 @@ impl Counts {
             Counts {
                 csv_rows: 20_000,
                 csv_repetitions: 1,
-                broker: broker_bench::BrokerCounts { messages: 2_000, warmup: 200, timeout: Duration::from_secs(30) },
+                broker: broker_bench::BrokerCounts {
+                    messages: 2_000,
+                    warmup: 200,
+                    timeout: Duration::from_secs(30),
+                    paced_rate: 2_000,
+                    paced_messages: 1_000,
+                },
                 ingest_rows: 5_000,
                 ceiling_rows: 5_000,
                 api_rows: 5_000,
@@ -124,7 +130,15 @@ impl Counts {
             Counts {
                 csv_rows: 500_000,
                 csv_repetitions: 3,
-                broker: broker_bench::BrokerCounts { messages: 100_000, warmup: 5_000, timeout: Duration::from_secs(180) },
+                // 2,000 msgs/s is under half the slowest rate of the first full run (durable
+                // RabbitMQ, 1 pair: 4,371 msgs/s); 20,000 messages make 10 s per case.
+                broker: broker_bench::BrokerCounts {
+                    messages: 100_000,
+                    warmup: 5_000,
+                    timeout: Duration::from_secs(180),
+                    paced_rate: 2_000,
+                    paced_messages: 20_000,
+                },
                 ingest_rows: 1_000_000,
                 ceiling_rows: 1_000_000,
                 api_rows: 100_000,
@@ -155,8 +169,10 @@ pub async fn run(config: Config) -> Result<Vec<Table>> {
         tables.push(section_table("Producer: CSV parsing", producer_section(&csv_path, work.path(), counts)));
     }
     if wants(Section::Broker) {
-        let outcome = broker_section(&config, &binaries, &csv_path, work.path(), counts, &mut footprint).await;
-        tables.push(section_table("Broker", outcome));
+        match broker_section(&config, &binaries, &csv_path, work.path(), counts, &mut footprint).await {
+            Ok(broker_tables) => tables.extend(broker_tables),
+            Err(err) => tables.push(section_table("Broker", Err(err))),
+        }
     }
     if wants(Section::Ingest) {
         let outcome = ingest::run(&binaries, &mongo_kind, work.path(), counts, &mut footprint).await;
@@ -198,13 +214,18 @@ fn producer_section(csv_path: &std::path::Path, work_dir: &std::path::Path, coun
     dataset::repeat_csv(csv_path, &big, counts.csv_rows)?;
     let result = csv_bench::run(&big, counts.csv_repetitions)?;
 
-    let mut table = Table::new("Producer: DCGM CSV rows parsed per second", &["reader", "rows/s", "vs csv crate alone"]);
+    let mut table =
+        Table::new("Producer: DCGM CSV rows parsed per second", &["reader", "rows/s", "vs csv crate alone"]);
     table.row(vec![
         "telemetry_core::DcgmReader (records, labels_raw parsed)".into(),
         per_second(result.dcgm_reader_rows_per_second),
         ratio(result.dcgm_reader_rows_per_second, result.csv_only_rows_per_second),
     ]);
-    table.row(vec!["csv crate alone (StringRecord)".into(), per_second(result.csv_only_rows_per_second), "1.00×".into()]);
+    table.row(vec![
+        "csv crate alone (StringRecord)".into(),
+        per_second(result.csv_only_rows_per_second),
+        "1.00×".into(),
+    ]);
     table.note(format!(
         "{} rows ({:.1} MiB): the data rows of {} repeated; best of {} passes, file in the page cache.",
         result.rows,
@@ -222,7 +243,7 @@ async fn broker_section(
     work_dir: &std::path::Path,
     counts: Counts,
     footprint: &mut Footprint,
-) -> Result<Table> {
+) -> Result<Vec<Table>> {
     let body = dataset::padded_body(&dataset::first_record(csv_path)?)?;
     broker_bench::run(binaries, &config.rabbitmq_server, work_dir, &body, counts.broker, footprint).await
 }
