@@ -63,10 +63,10 @@ pub struct Paced {
 }
 
 /// How often a paced publisher wakes up. Tokio's timer has millisecond resolution, so the
-/// publisher wakes every millisecond and sends what the schedule says is due.
+/// publisher wakes every millisecond and sends the messages its schedule has made due.
 const PACING_TICK: Duration = Duration::from_millis(1);
 
-/// Most messages one tick may send to catch up with the schedule. A publisher that fell behind
+/// Maximum number of messages one tick sends to catch up with the schedule. A publisher that fell behind
 /// (a slow confirm, a descheduled task) catches up in small bursts instead of one large one.
 const MAX_BURST: u64 = 8;
 
@@ -89,7 +89,7 @@ pub struct CaseResult {
     pub paced: Option<PacedResult>,
 }
 
-/// What the paced phase measured.
+/// Latency and delivered rate of the paced phase.
 #[derive(Debug, Clone)]
 pub struct PacedResult {
     pub delivered: u64,
@@ -189,9 +189,9 @@ impl Pair {
 }
 
 /// Sends `count` messages through every pair at once, each publisher as fast as its confirm
-/// window allows or, with `rate_per_pair`, at that many messages per second; returns the
-/// messages delivered, the time from the first publish to the last delivery, and every
-/// delivery's latency in ns.
+/// window allows or, with `rate_per_pair`, at that many messages per second.
+/// Returns the messages delivered, the time from the first publish to the last delivery, and
+/// every delivery's latency in ns.
 async fn run_phase(
     pairs: &[Pair],
     case: &Case,
@@ -266,7 +266,7 @@ async fn publish(publisher: Publisher, count: u64, body: Vec<u8>, rate: Option<f
         Some(rate) => {
             let started = tokio::time::Instant::now();
             let mut ticks = tokio::time::interval(PACING_TICK);
-            // A late tick does not bring the missed ones at once; due_now catches up instead,
+            // A late tick does not fire the missed ones at once. due_now catches up instead,
             // in bursts of at most MAX_BURST.
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while sent < count {

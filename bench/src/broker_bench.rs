@@ -18,7 +18,7 @@ pub struct BrokerCounts {
     pub messages: u64,
     pub warmup: u64,
     pub timeout: Duration,
-    /// Publish rate of the paced latency phase, messages per second over all pairs; the same
+    /// Publish rate of the paced latency phase in messages per second over all pairs, the same
     /// for every system and configuration.
     pub paced_rate: u32,
     /// Messages per case in the paced phase, split evenly over the pairs.
