@@ -18,6 +18,13 @@ bash scripts/install-deps.sh
 export PATH="$root/.run/tools/bin:$PATH"
 export NODE_PATH="$root/.run/tools/node_modules"
 
+# In CI nothing is rebuilt, so incremental artifacts and full debug info only cost disk and
+# link time: one instrumented build with them takes about 15 GB.
+if [ "${CI:-}" = true ]; then
+    export CARGO_INCREMENTAL=0
+    export CARGO_PROFILE_DEV_DEBUG=line-tables-only
+fi
+
 real_csv="$root/../shared/data/dcgm_metrics_20250718_134233.csv"
 if [ -z "${DCGM_CSV:-}" ] && [ -f "$real_csv" ]; then
     export DCGM_CSV="$real_csv"
