@@ -28,7 +28,7 @@ pub struct RabbitNode {
     pub process: ManagedProcess,
     /// AMQP URL of the node's only listener, with the default `guest` user.
     pub amqp_url: String,
-    /// Directory that holds the node's database, logs and config.
+    /// Directory that contains the node's database, logs and config.
     pub base_dir: PathBuf,
 }
 

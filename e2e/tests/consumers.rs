@@ -62,7 +62,7 @@ async fn broadcast_mode_gives_everyone_everything() {
     stop.trigger();
 }
 
-/// Kills a consumer process (SIGKILL, no chance to ack) while it holds every message unacked,
+/// Kills a consumer process (SIGKILL, no chance to ack) while it has every message unacked,
 /// then checks a second consumer stores all of them exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_consumer_loses_nothing() {
@@ -92,7 +92,7 @@ async fn killed_consumer_loses_nothing() {
     let csv = sample_subset(rows);
     produce(&broker.amqp_url, csv.path()).await;
 
-    // Wait until the doomed consumer holds all rows unacked, as its metrics report.
+    // Wait until the doomed consumer has all rows unacked, as its metrics report.
     let metrics_url = format!("http://127.0.0.1:{admin_port}/metrics");
     let deadline = Instant::now() + WAIT_LIMIT;
     loop {

@@ -31,10 +31,10 @@ use crate::{Error, FIELD_MANAGER, Result};
 const RESYNC: Duration = Duration::from_secs(300);
 /// First retry delay after a failed reconcile; it doubles per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
-/// Longest retry delay after failed reconciles.
+/// Maximum retry delay after failed reconciles.
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// What every reconcile shares.
+/// State shared by every reconcile.
 pub struct Context {
     pub client: Client,
     /// Publishes Events on the pipelines; it deduplicates repeated events into series.

@@ -29,7 +29,7 @@ impl Stop {
         Stop(watch::channel(false).0)
     }
 
-    /// A future that completes once [`Stop::trigger`] was called.
+    /// Returns a future that completes once [`Stop::trigger`] was called.
     pub fn signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut receiver = self.0.subscribe();
         async move {
@@ -81,7 +81,7 @@ pub fn consumer_config(amqp_url: &str, mongodb_uri: &str, database: &str, mode: 
     }
 }
 
-/// Starts a consumer and waits until it is consuming (`/readyz` answers 200).
+/// Starts a consumer and waits until it is consuming (`/readyz` returns 200).
 pub async fn start_consumer(config: ConsumerConfig, stop: &Stop) -> RunningConsumer {
     let consumer = telemetry_consumer::Consumer::bind(config).await.expect("binding the consumer");
     let admin_addr = consumer.admin_addr();
@@ -162,7 +162,7 @@ pub async fn api_json(api: &RunningApi, path_and_query: &str) -> serde_json::Val
     serde_json::from_slice(&body).expect("API returns JSON")
 }
 
-/// Waits until `/readyz` at `admin` answers 200.
+/// Waits until `/readyz` at `admin` returns 200.
 pub async fn wait_ready(admin: SocketAddr) {
     let url = format!("http://{admin}/readyz");
     let deadline = Instant::now() + WAIT_LIMIT;
@@ -189,7 +189,7 @@ pub async fn stored_count(mongodb_uri: &str, database: &str) -> u64 {
         .expect("counting stored records")
 }
 
-/// Waits until `database.metrics` holds `expected` documents, then checks it stays there
+/// Waits until `database.metrics` contains `expected` documents, then checks it stays there
 /// for a moment, so that a duplicate arriving late is caught.
 pub async fn wait_stored(mongodb_uri: &str, database: &str, expected: u64) {
     let deadline = Instant::now() + WAIT_LIMIT;

@@ -96,7 +96,7 @@ impl FrameReader {
     }
 }
 
-/// Why the bytes received could not be cut into a frame.
+/// Error from cutting the received bytes into a frame.
 #[derive(Debug)]
 pub(crate) enum FrameError {
     TooLarge { size: usize, max: usize },

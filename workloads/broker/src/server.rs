@@ -17,7 +17,7 @@ use crate::shared::Shared;
 
 /// Time that sessions get to finish the close handshake with their clients at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Longest pause between retries when accepting a socket fails (for example on EMFILE).
+/// Maximum pause between retries when accepting a socket fails (for example on EMFILE).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Entry point of the broker library.

@@ -16,7 +16,7 @@ pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_millis(200);
 /// Default number of unacknowledged deliveries the broker may send ahead (`basic.qos`).
 pub const DEFAULT_PREFETCH: u16 = 1000;
 
-/// How consumers share the telemetry stream.
+/// Sharing mode of the telemetry stream among consumers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConsumerMode {
     /// All consumers compete on the durable queue `telemetry.metrics`, so each record is
@@ -60,7 +60,7 @@ pub struct ConsumerConfig {
     pub amqp_url: String,
     /// MongoDB connection string. Logs show it without the password.
     pub mongodb_uri: String,
-    /// Database that holds the `metrics` collection.
+    /// Database that contains the `metrics` collection.
     pub database: String,
     pub mode: ConsumerMode,
     /// Topic exchange the producers publish to; declared durable if missing.
@@ -69,7 +69,7 @@ pub struct ConsumerConfig {
     pub shared_queue: String,
     /// Records per `insert_many`.
     pub batch_size: usize,
-    /// Longest time a partial batch waits before it is written.
+    /// Maximum time a partial batch waits before it is written.
     pub batch_timeout: Duration,
     /// Unacknowledged deliveries the broker may send ahead; at least `batch_size`, because a
     /// batch is acknowledged only once it is full or timed out.

@@ -1,6 +1,6 @@
 //! The MongoDB document of one telemetry message.
 //!
-//! The document holds the record only, under the record's JSON field names: `timestamp` as a
+//! The document contains the record only, under the record's JSON field names: `timestamp` as a
 //! BSON date, `value` as a double, `gpu_id` as an int32, `labels` as a sub-document and the
 //! other fields as strings. `_id` is the AMQP message id, so a redelivered message maps to the
 //! same document and is stored once.
@@ -12,7 +12,7 @@ use telemetry_core::TelemetryRecord;
 /// Prefix of ids derived from the message body.
 pub const BODY_HASH_ID_PREFIX: &str = "sha256:";
 
-/// Why a decoded record cannot become a document.
+/// Error from turning a decoded record into a document.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DocumentError {
     #[error("gpu_id {0} does not fit the int32 the metrics collection stores")]

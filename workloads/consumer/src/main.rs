@@ -29,7 +29,7 @@ struct Cli {
     #[arg(long, env = env::MONGODB_URI, default_value = contract::DEFAULT_MONGODB_URI)]
     mongodb_uri: String,
 
-    /// Database that holds the `metrics` collection; in broadcast mode, give each consumer its own.
+    /// Database that contains the `metrics` collection; in broadcast mode, give each consumer its own.
     #[arg(long, env = env::MONGODB_DATABASE, default_value = contract::DEFAULT_DATABASE)]
     mongodb_database: String,
 
@@ -42,7 +42,7 @@ struct Cli {
     #[arg(long, env = env::CONSUMER_BATCH_SIZE, default_value_t = DEFAULT_BATCH_SIZE)]
     batch_size: usize,
 
-    /// Longest wait before a partial batch is written, in milliseconds.
+    /// Maximum wait before a partial batch is written, in milliseconds.
     #[arg(long, env = BATCH_TIMEOUT_ENV, default_value_t = 200)]
     batch_timeout_ms: u64,
 

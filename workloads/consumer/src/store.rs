@@ -24,7 +24,7 @@ pub const GPU_LAST_SEEN_INDEX: &str = "last_seen_id";
 /// Fields of a metrics document copied into its GPU's summary.
 const GPU_IDENTITY_FIELDS: [&str; 4] = ["gpu_id", "device", "model_name", "hostname"];
 
-/// What one batch insert did.
+/// Counts of one batch insert.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InsertOutcome {
     /// Documents written by this insert.
@@ -168,7 +168,7 @@ pub fn gpu_index_models() -> Vec<IndexModel> {
     ]
 }
 
-/// The indexes of the `metrics` collection. The REST API ensures the same names and keys.
+/// Returns the indexes of the `metrics` collection. The REST API ensures the same names and keys.
 pub fn index_models() -> Vec<IndexModel> {
     vec![
         IndexModel::builder()

@@ -67,19 +67,19 @@ pub struct RowFailure {
     pub reason: FailureReason,
 }
 
-/// Why a row was not delivered.
+/// Reason a row was not delivered.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FailureReason {
     /// The row is not valid DCGM telemetry and was not published.
     InvalidRow {
-        /// Column that holds the bad value, when the error concerns one column.
+        /// Column that contains the bad value, when the error concerns one column.
         column: Option<String>,
         /// The bad value, when the error concerns one column.
         value: Option<String>,
         /// Full message naming line, column, value and the fix.
         message: String,
     },
-    /// The broker answered the publish with `basic.nack`, as it does for invalid telemetry.
+    /// The broker rejected the publish with `basic.nack`, as it does for invalid telemetry.
     Nacked,
     /// The broker returned the message because no queue is bound for its routing key.
     Unroutable { reply_code: u16, reply_text: String },
